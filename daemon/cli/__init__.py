@@ -1,0 +1,39 @@
+"""The ``pirag`` command line. Each ``cmd_*.py`` module in this package adds its subcommands through
+``register(subparsers, common)``; they are discovered here, so adding a command touches no shared file.
+
+Most subcommands are client calls (they import only ``pirag.client``); ``serve`` and ``model`` run daemon code
+and import it lazily, so ``pirag status`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from .common import common_parser, run_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pirag", description="pirag: a local retrieval-augmented memory service.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    common = common_parser()
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if module_info.name.startswith("cmd_"):
+            module = importlib.import_module(f"{__name__}.{module_info.name}")
+            module.register(subparsers, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

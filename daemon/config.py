@@ -1,0 +1,178 @@
+"""pirag's configuration: TOML decoded into typed msgspec Structs, one Struct per section.
+
+``configs/pirag.toml`` is the commented default and documents every key; a test checks that each key
+defined here appears there. Unknown keys and bad values are errors that name the file and the key.
+Relative paths in the file are relative to the state directory. A leaf module: anything may import it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from pirag.client.paths import default_socket_path, default_state_dir
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
+Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class ServerConfig(_Section):
+    socket: str = ""                       # empty: PIRAG_SOCKET / RUNTIME_DIRECTORY / XDG_RUNTIME_DIR default
+    max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024, le=256 << 20)] = 32 << 20
+    max_connections: PositiveInt = 256
+    max_inflight_per_connection: PositiveInt = 64
+    max_inflight_total: PositiveInt = 1024
+    idle_timeout_s: PositiveFloat = 300.0    # a connection with no request for this long is closed
+    frame_timeout_s: PositiveFloat = 10.0    # a frame must arrive whole within this once it has begun
+    shutdown_timeout_s: PositiveFloat = 20.0
+    allowed_uids: list[NonNegInt] = []       # empty lists and check_peers=false: anyone who can open the socket
+    allowed_gids: list[NonNegInt] = []
+    check_peers: bool = False                # when true, a peer must match allowed_uids/gids or be the daemon's uid
+    socket_mode: Annotated[int, msgspec.Meta(ge=0, le=0o777)] = 0o660
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    requests: bool = True                    # one pipe-delimited line per request
+    metrics_interval_s: NonNegFloat = 60.0   # JSON metric line period; 0 disables
+
+
+class EmbedConfig(_Section):
+    model: str = ""                          # a GGUF file; empty: the embedded default (all-MiniLM-L6-v2, Q8_0)
+    contexts: NonNegInt = 0                  # llama.cpp contexts; 0: automatic from the CPU affinity
+    threads_per_context: NonNegInt = 0       # 0: automatic
+    batch_tokens: Annotated[int, msgspec.Meta(ge=32, le=8192)] = 512
+    batch_wait_ms: NonNegFloat = 2.0
+    flash_attn: bool = True
+    cache_entries: NonNegInt = 2000
+    max_texts_per_request: PositiveInt = 1024
+
+
+class StoreConfig(_Section):
+    sqlite_readers: PositiveInt = 3
+    busy_timeout_ms: PositiveInt = 10_000
+    synchronous: Literal["NORMAL", "FULL"] = "FULL"
+    vectors_backend: Literal["chroma", "chroma-http"] = "chroma"
+    chroma_host: str = "127.0.0.1"
+    chroma_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
+
+
+class IngestConfig(_Section):
+    allowed_roots: list[str] = []            # the daemon reads files only under these (after resolving symlinks)
+    max_file_bytes: PositiveInt = 10 << 20
+    chunk_tokens: NonNegInt = 0              # 0: fitted to the model's max length
+    chunk_overlap_tokens: NonNegInt = 32
+
+
+class SearchConfig(_Section):
+    cache_entries: NonNegInt = 500
+    cache_ttl_s: NonNegFloat = 300.0
+    default_k: PositiveInt = 8
+    rrf_k: PositiveInt = 60
+
+
+class MemoryConfig(_Section):
+    timezone: str = ""                       # empty: the machine's local timezone
+    near_duplicate_threshold: Fraction = 0.95
+    merge_near_duplicates: bool = False
+    max_fact_chars: PositiveInt = 16_000
+    max_episode_chars: PositiveInt = 64_000
+
+
+class DebugConfig(_Section):
+    # Test-only: a SIGUSR2 blocks the event loop for this many seconds (0 disables), to prove that a stalled
+    # loop stops the watchdog pings.
+    stall_on_sigusr2_s: NonNegFloat = 0.0
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    state_dir: str = ""                      # empty: STATE_DIRECTORY / XDG_STATE_HOME default
+    server: ServerConfig = ServerConfig()
+    log: LogConfig = LogConfig()
+    embed: EmbedConfig = EmbedConfig()
+    store: StoreConfig = StoreConfig()
+    ingest: IngestConfig = IngestConfig()
+    search: SearchConfig = SearchConfig()
+    memory: MemoryConfig = MemoryConfig()
+    debug: DebugConfig = DebugConfig()
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else default_state_dir()
+
+    @property
+    def socket_path(self) -> Path:
+        return Path(self.server.socket) if self.server.socket else default_socket_path()
+
+
+# Keys whose change SIGHUP applies without a restart; the rest needs one (and the reload log says so).
+RELOADABLE = {"log", "search", "memory", "debug"}
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+def load_config(path: str | Path | None = None, *, socket: str | None = None, state_dir: str | None = None) -> Config:
+    """Read ``path`` (or the defaults when None), then apply command-line overrides."""
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        try:
+            config = msgspec.convert(data, Config)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{path}: {_name_the_key(str(exc))}") from exc
+    env_socket = os.environ.get("PIRAG_SOCKET")
+    server = config.server
+    if socket or (env_socket and not server.socket):
+        server = msgspec.structs.replace(server, socket=socket or env_socket)
+    config = msgspec.structs.replace(config, server=server, state_dir=state_dir or config.state_dir)
+    return config
+
+
+def _name_the_key(message: str) -> str:
+    # msgspec says "Object contains unknown field `x` - at `$.server`"; say it as a TOML key: server.x
+    import re
+
+    unknown = re.match(r"Object contains unknown field `([^`]+)`(?: - at `\$\.?([^`]*)`)?", message)
+    if unknown:
+        key = ".".join(part for part in (unknown.group(2), unknown.group(1)) if part)
+        return f"unknown key '{key}'"
+    located = re.match(r"(.*) - at `\$\.?([^`]*)`", message)
+    if located:
+        return f"bad value for '{located.group(2)}': {located.group(1)}"
+    return message
+
+
+def summary(config: Config) -> dict[str, object]:
+    """The non-secret config figures shown by ``status``."""
+    return {
+        "socket": str(config.socket_path),
+        "state_dir": str(config.state_path),
+        "max_frame_bytes": config.server.max_frame_bytes,
+        "max_connections": config.server.max_connections,
+        "max_inflight_per_connection": config.server.max_inflight_per_connection,
+        "check_peers": config.server.check_peers,
+        "embed_model": config.embed.model or "(embedded default)",
+        "vectors_backend": config.store.vectors_backend,
+        "allowed_roots": list(config.ingest.allowed_roots),
+    }
