@@ -43,7 +43,7 @@ def _encode_request(spec: OpSpec, request_id: int, args: Args) -> bytes:
 def _unpack(spec: OpSpec, reply: RawReply) -> Any:
     if reply.error is not None:
         raise errors.error_from_wire(reply.error.code, reply.error.message, reply.error.details)
-    if reply.result is None:
+    if not reply.result:
         raise errors.ProtocolError(f"reply to {spec.name} carries neither result nor error")
     try:
         return _result_decoder(spec).decode(reply.result)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .app import Component
 from .config import Config
 
 
-def build_components(config: Config) -> list[Component]:
+def build_components(config: Config, progress: Callable[[str], None]) -> list[Component]:
+    """``progress`` reports long start-up steps (the first import of the default model) to the log,
+    to ``status`` and to systemd (which then extends its start timeout)."""
     components: list[Component] = []
     return components

@@ -62,7 +62,12 @@ class EmbedConfig(_Section):
 class StoreConfig(_Section):
     sqlite_readers: PositiveInt = 3
     busy_timeout_ms: PositiveInt = 10_000
-    synchronous: Literal["NORMAL", "FULL"] = "FULL"
+    synchronous: Literal["NORMAL", "FULL"] = "FULL"   # FULL: an acknowledged write survives power loss
+    quick_check: bool = True                 # PRAGMA quick_check at start; refuse to start on a damaged file
+    sqlite_cache_mb: PositiveInt = 16        # page cache per connection
+    sqlite_mmap_mb: NonNegInt = 64           # memory-mapped reads per connection; 0 disables
+    wal_autocheckpoint_pages: PositiveInt = 1000
+    journal_size_limit_mb: PositiveInt = 64  # the WAL is truncated back to this after a checkpoint
     vectors_backend: Literal["chroma", "chroma-http"] = "chroma"
     chroma_host: str = "127.0.0.1"
     chroma_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000

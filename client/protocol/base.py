@@ -44,7 +44,7 @@ class Result(msgspec.Struct, kw_only=True):
 class Request(msgspec.Struct, tag_field="op", kw_only=True, frozen=True):
     """Base of every request Struct; subclasses are made by ``define_op``."""
 
-    id: Annotated[int, msgspec.Meta(ge=0, lt=1 << 63)]
+    id: Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
 
 
 class ErrorBody(msgspec.Struct, kw_only=True):
@@ -65,7 +65,7 @@ class RawReply(msgspec.Struct, kw_only=True):
     """A reply as the client first decodes it: the result stays raw until its op's type is known."""
 
     id: int | None = None
-    result: msgspec.Raw | None = None
+    result: msgspec.Raw = msgspec.Raw(b"")   # empty: no result field (msgspec cannot union Raw with None)
     error: ErrorBody | None = None
 
 

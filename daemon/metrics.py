@@ -1,0 +1,44 @@
+"""Counters and the event-loop lag sampler the server keeps for ``status`` and the metric lines."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+
+
+class LagSampler:
+    """The loop's lag: how late a periodic tick wakes up. A blocked loop shows as a large lag."""
+
+    def __init__(self, window: int = 2048):
+        self._samples: deque[float] = deque(maxlen=window)
+
+    def add(self, lag_s: float) -> None:
+        self._samples.append(max(lag_s, 0.0))
+
+    def summary(self) -> dict[str, float | int]:
+        if not self._samples:
+            return {"p50_ms": 0.0, "p99_ms": 0.0, "samples": 0}
+        ordered = sorted(self._samples)
+        return {
+            "p50_ms": round(ordered[len(ordered) // 2] * 1000, 3),
+            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 3),
+            "samples": len(ordered),
+        }
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.requests_by_op: Counter[str] = Counter()
+        self.errors_by_code: Counter[str] = Counter()
+        self.connections_total = 0
+        self.lag = LagSampler()
+        self._last_total = 0
+
+    @property
+    def requests_total(self) -> int:
+        return sum(self.requests_by_op.values())
+
+    def requests_since_last(self) -> int:
+        """Requests counted since the previous call (for requests/s in status lines)."""
+        total = self.requests_total
+        delta, self._last_total = total - self._last_total, total
+        return delta
