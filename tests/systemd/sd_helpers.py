@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import time
+from pathlib import Path
+
+import pytest
 
 
 def parse_notify(datagram: bytes) -> dict[str, str]:
@@ -79,3 +83,11 @@ class NotifyListener:
             message = self.poll(remaining)
             if message is not None and key in message and (value is None or message[key] == value):
                 return message
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def require_tools(*tools: str) -> pytest.MarkDecorator:
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)} (not installed)")
