@@ -87,12 +87,23 @@ class SearchConfig(_Section):
     rrf_k: PositiveInt = 60
 
 
+class RetentionRule(_Section):
+    max_age_days: NonNegFloat = 0.0          # episodes older than this are pruned; 0: no age limit
+    max_count: NonNegInt = 0                 # only the newest N episodes are kept; 0: no count limit
+
+
 class MemoryConfig(_Section):
     timezone: str = ""                       # empty: the machine's local timezone
     near_duplicate_threshold: Fraction = 0.95
     merge_near_duplicates: bool = False
     max_fact_chars: PositiveInt = 16_000
     max_episode_chars: PositiveInt = 64_000
+    max_tags: Annotated[int, msgspec.Meta(ge=0, le=64)] = 32
+    recall_cache_entries: NonNegInt = 256    # recent recall results (every write to a project invalidates its own)
+    embed_episodes: bool = True              # embed episodes in the background for recall_episodes' vector side
+    episode_retention: RetentionRule = RetentionRule()        # the rule for every project without its own
+    retention: dict[str, RetentionRule] = {}                  # per project: [memory.retention."my-project"]
+    prune_interval_s: PositiveFloat = 3600.0
 
 
 class DebugConfig(_Section):

@@ -9,7 +9,7 @@ Accepted (case-insensitive):
 
 - ``today``, ``yesterday``, ``tomorrow``; ``this|last|next week|month|year``; ``monday`` ... ``sunday``
   (the most recent one, today included), ``last monday`` (the one before today);
-- ``past|last N minutes|hours|days|weeks|months`` (a sliding window ending now), ``N days ago`` (that day);
+- ``past|last N minutes|hours|days|weeks|months`` (a sliding window up to now), ``N days ago`` (that day);
 - ``since X`` (from the start of X on), ``before X`` (up to the start of X), ``until X`` (up to the end of X);
 - ``A..B`` (from the start of A to the end of B; either side may be empty);
 - ISO 8601: ``2026-11-01`` (that day), ``2026-11`` (that month), ``2026`` (that year),
@@ -222,7 +222,7 @@ def parse_time_range(text: str, *, zone: tzinfo, now: datetime | float | None = 
                 if count > 1_000_000:
                     raise _bad(original, "too far back")
                 start = current.timestamp() - count * _UNITS[key]
-            return TimeRange(start, current.timestamp(), original)
+            return TimeRange(start, None, original)  # up to now, and whatever is logged while it is read
         for prefix in ("since ", "from ", "after "):
             if text.startswith(prefix):
                 start, end = _parse_point(text[len(prefix):].strip(), current, zone)

@@ -31,6 +31,8 @@ Pragmas (chosen for an SD card; the reasoning lives in docs/DURABILITY.md):
 - ``journal_size_limit``: the WAL file is truncated back after checkpoints instead of staying at its peak.
 - ``wal_autocheckpoint`` and ``cache_size``/``mmap_size`` from config: bounded memory on a 4 GB machine.
 - ``foreign_keys=ON``: the schemas rely on ``ON DELETE CASCADE``.
+- ``secure_delete=FAST``: deleted rows are zeroed on their page when that costs no extra I/O, so a
+  forgotten fact does not linger in free space.
 """
 
 from __future__ import annotations
@@ -229,6 +231,7 @@ class Database:
             conn.execute(f"PRAGMA synchronous = {store.synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("PRAGMA secure_delete = FAST")
             conn.execute(f"PRAGMA cache_size = {-1024 * int(store.sqlite_cache_mb)}")
             conn.execute(f"PRAGMA mmap_size = {(1 << 20) * int(store.sqlite_mmap_mb)}")
             if reader:

@@ -1,0 +1,196 @@
+"""Hybrid search machinery shared by facts and episodes: the vector side, reciprocal rank fusion, a cache.
+
+The vector side asks the ``vectors`` component (Chroma, one collection per project and kind) and checks each
+hit against SQLite, the truth: a hit whose row is gone, or that a tag/time filter excludes, is dropped. When a
+filter narrows the rows to a few thousand, an exact search over their vectors (kept in SQLite) is both faster
+and complete, so it is used instead; and while a collection is being rebuilt (or when there is no vector
+index at all) the exact search over SQLite serves, so recall never depends on the index being healthy.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Hashable, Sequence
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..store.facts import Filter
+from ..store.sqlite_pool import Database
+
+log = logging.getLogger("pirag.memory")
+
+EXACT_SEARCH_MAX_ROWS = 20_000   # below this many filtered rows, an exact search over SQLite's vectors is used
+
+
+def rrf(rankings: Sequence[Sequence[Hashable]], k: int) -> dict[Hashable, float]:
+    """Reciprocal rank fusion (Cormack et al. 2009): score(d) = sum over rankings of 1 / (k + rank(d))."""
+    scores: dict[Hashable, float] = {}
+    for ranking in rankings:
+        for rank, key in enumerate(ranking, start=1):
+            scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank)
+    return scores
+
+
+def top_k(ids: list[str], matrix: np.ndarray, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+    if not ids:
+        return []
+    similarities = matrix @ vector.astype(np.float32)
+    count = min(k, len(ids))
+    best = np.argpartition(-similarities, count - 1)[:count]
+    best = best[np.argsort(-similarities[best])]
+    return [(ids[i], float(similarities[i])) for i in best]
+
+
+class VectorSide:
+    """Vector search of one kind (``facts`` or ``episodes``) through the index, with an exact fallback."""
+
+    def __init__(self, kind: str, store: ModuleType, db: Database, vectors: Any | None):
+        self.kind = kind
+        self.store = store          # pirag.daemon.store.facts or .episodes
+        self.db = db
+        self.vectors = vectors
+        self.ready: set[str] = set()        # collections known to agree with SQLite
+        self.exact_searches = 0
+        self.index_searches = 0
+        self.index_errors = 0
+
+    def collection(self, project: str) -> str:
+        assert self.vectors is not None
+        return self.vectors.collection_name(project, self.kind)
+
+    async def search(self, projects: Sequence[str], vector: np.ndarray, k: int, where: Filter,
+                     model_id: str) -> list[tuple[str, float]]:
+        """The ``k`` most similar ids passing ``where`` (which already names ``projects``), with similarities."""
+        if where.selective or self.vectors is None:
+            limit = EXACT_SEARCH_MAX_ROWS if self.vectors is not None else 10**9
+            candidates = await self.db.read(lambda conn: self.store.candidate_vectors(conn, where, model_id, limit))
+            if candidates is not None:
+                self.exact_searches += 1
+                return top_k(*candidates, vector, k)
+        hits: list[tuple[str, float]] = []
+        fetch = k * 10 if where.selective else k
+        for project in projects:
+            collection = self.collection(project)
+            if collection not in self.ready:
+                project_where = Filter(where.alias, list(where.clauses), list(where.params))
+                project_where.add("{a}.project = ?", project)
+                candidates = await self.db.read(
+                    lambda conn, w=project_where: self.store.candidate_vectors(conn, w, model_id, 10**9))
+                self.exact_searches += 1
+                hits += top_k(*candidates, vector, fetch)  # type: ignore[misc]
+                continue
+            try:
+                found = await self.vectors.query(collection, vector, fetch)
+            except Exception:
+                self.index_errors += 1
+                self.ready.discard(collection)  # the next search goes exact; the indexer rebuilds it
+                log.exception("vector index query on %s failed; falling back to exact search", collection)
+                return await self.search(projects, vector, k, where, model_id)
+            self.index_searches += 1
+            hits += [(id_, 1.0 - distance) for id_, distance in found]
+        if not hits:
+            return []
+        present = await self.db.read(lambda conn: self.store.seqs_for_ids(conn, [h[0] for h in hits], where))
+        hits = [hit for hit in hits if hit[0] in present]
+        hits.sort(key=lambda hit: -hit[1])
+        return hits[:k]
+
+    async def upsert(self, project: str, ids: list[str], vectors: np.ndarray) -> None:
+        if self.vectors is None or not ids:
+            return
+        collection = self.collection(project)
+        try:
+            await self.vectors.upsert(collection, ids, vectors, None)
+        except Exception:
+            self.index_errors += 1
+            self.ready.discard(collection)
+            log.exception("vector index upsert on %s failed; it will be rebuilt from SQLite", collection)
+
+    async def delete(self, project: str, ids: list[str]) -> None:
+        if self.vectors is None or not ids:
+            return
+        collection = self.collection(project)
+        try:
+            await self.vectors.delete(collection, ids)
+        except Exception:
+            self.index_errors += 1
+            self.ready.discard(collection)
+            log.exception("vector index delete on %s failed; it will be rebuilt from SQLite", collection)
+
+    async def drop(self, project: str) -> None:
+        if self.vectors is None:
+            return
+        collection = self.collection(project)
+        self.ready.discard(collection)
+        await self.vectors.drop(collection)
+
+    async def ensure(self, project: str, expected: int, model_id: str) -> str:
+        """Make the project's collection agree with SQLite (rebuilding it from SQLite's vectors if not)."""
+        if self.vectors is None:
+            return "none"
+        collection = self.collection(project)
+
+        async def load() -> AsyncIterator[tuple[list[str], np.ndarray, None]]:
+            after = 0
+            while True:
+                page = await self.db.read(lambda conn: self.store.vector_page(conn, project, model_id, after))
+                if page is None:
+                    return
+                after, ids, matrix = page
+                yield ids, matrix, None
+
+        outcome = await self.vectors.ensure(collection, expected, load)
+        self.ready.add(collection)
+        return outcome
+
+
+class RecallCache:
+    """Recent recall results, keyed by the request and the generation of the projects it read.
+
+    Every write to a project bumps its generation, so a cached result is never stale; ``forget`` also
+    empties the cache outright so that no result mentioning a forgotten fact stays in memory.
+    """
+
+    def __init__(self, entries: int, ttl_s: float):
+        self.entries = entries
+        self.ttl_s = ttl_s
+        self._items: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+        self._generations: dict[str, int] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def generation(self, projects: Sequence[str]) -> tuple[int, ...]:
+        return tuple(self._generations.get(project, 0) for project in projects)
+
+    def bump(self, project: str) -> None:
+        self._generations[project] = self._generations.get(project, 0) + 1
+
+    def get(self, key: Hashable) -> Any | None:
+        item = self._items.get(key)
+        if item is None or time.monotonic() - item[0] > self.ttl_s:
+            self.misses += 1
+            if item is not None:
+                del self._items[key]
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return item[1]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        if self.entries <= 0:
+            return
+        self._items[key] = (time.monotonic(), value)
+        self._items.move_to_end(key)
+        while len(self._items) > self.entries:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
