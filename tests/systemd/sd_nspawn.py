@@ -1,0 +1,181 @@
+"""A real systemd, booted as PID 1 of a systemd-nspawn container with its own bookworm root (FINDINGS.md).
+
+DANGER (FINDINGS.md): systemd must never be started on this machine's own root, not even in ``unshare``.
+This module only ever boots it with ``systemd-nspawn --boot -D <a freshly unpacked debootstrap tree>``; it
+refuses a directory that is ``/`` or is not below the cache's work directory.
+
+The tree comes from ``packaging/rootfs.sh boot`` (cached tarball); the container has no network
+(``--private-network``), so the .deb is proven to install offline. Commands run inside with
+``nsenter -t <container PID 1> -a``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from sd_helpers import REPO
+
+CACHE = Path(os.environ.get("PIRAG_CACHE", "/var/cache/pirag"))
+CONTAINER_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+# The inputs of the .deb: a change in any of them means a new build; otherwise the cached one is reused.
+DEB_INPUTS = ("pyproject.toml", "client", "daemon", "stress", "configs", "systemd", "packaging", "docs/INSTALL.md")
+
+
+def source_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for top in DEB_INPUTS:
+        base = REPO / top
+        paths = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file()) if base.exists() else []
+        for path in paths:
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def build_or_reuse_deb() -> tuple[Path, float | None]:
+    """The .deb for the current source (built with packaging/build-deb unless cached); (path, build seconds)."""
+    if os.environ.get("PIRAG_DEB"):
+        return Path(os.environ["PIRAG_DEB"]), None
+    out = CACHE / "debs" / source_fingerprint()
+    found = sorted(out.glob("pirag_*.deb"))
+    if found:
+        return found[-1], None
+    started = time.monotonic()
+    result = subprocess.run([str(REPO / "packaging" / "build-deb"), str(out)], capture_output=True, text=True,
+                            timeout=1800)
+    if result.returncode != 0:
+        raise RuntimeError(f"packaging/build-deb failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return Path(result.stdout.strip().splitlines()[-1]), time.monotonic() - started
+
+
+class Container:
+    """One booted bookworm container. Use as a context manager; it powers off and is deleted at exit."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.root: Path | None = None
+        self.process: subprocess.Popen | None = None
+        self.pid1: int | None = None
+        self.timings: dict[str, float] = {}
+
+    # ----- life cycle ----------------------------------------------------------------------------------------
+
+    def __enter__(self) -> "Container":
+        work = CACHE / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="boot.", dir=work)) / "root"
+        started = time.monotonic()
+        subprocess.run([str(REPO / "packaging" / "rootfs.sh"), "boot", str(self.root)], check=True,
+                       capture_output=True, timeout=900)
+        self.timings["unpack_tree_s"] = time.monotonic() - started
+        return self
+
+    def boot(self) -> None:
+        assert self.root is not None
+        root = self.root.resolve()
+        # The DANGER rule, enforced: only a tree of our own, never the machine's root.
+        if root == Path("/") or (CACHE / "work").resolve() not in root.parents or not (root / "etc/os-release").exists():
+            raise RuntimeError(f"refusing to boot systemd on {root}")
+        started = time.monotonic()
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            ["systemd-nspawn", "-q", "-D", str(root), "--boot", "--register=no", "--keep-unit",
+             "--private-network", "--console=pipe"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 60
+        while self.pid1 is None:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"systemd-nspawn exited: {self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no systemd in the container after 60 s: {self.log_tail()}")
+            self.pid1 = self._find_systemd(self.process.pid)
+            time.sleep(0.05)
+        state = self.run("systemctl", "is-system-running", "--wait", timeout=120, check=False).stdout.strip()
+        if state not in ("running", "degraded"):
+            raise RuntimeError(f"container state {state!r}: {self.log_tail()}")
+        self.timings["boot_s"] = time.monotonic() - started
+
+    @staticmethod
+    def _find_systemd(ancestor: int) -> int | None:
+        """The descendant of ``ancestor`` whose comm is ``systemd`` (the container's PID 1)."""
+        children: dict[int, list[int]] = {}
+        comms: dict[int, str] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+            comms[int(entry)] = comm
+        stack = list(children.get(ancestor, []))
+        while stack:
+            pid = stack.pop()
+            if comms.get(pid) == "systemd":
+                return pid
+            stack.extend(children.get(pid, []))
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.process is not None and self.process.poll() is None:
+                if self.pid1 is not None:
+                    self.run("systemctl", "poweroff", "--no-block", check=False, timeout=30)
+                try:
+                    self.process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                    self.process.wait(timeout=30)
+        finally:
+            if self.root is not None and os.environ.get("PIRAG_KEEP_CONTAINER") != "1":
+                shutil.rmtree(self.root.parent, ignore_errors=True)
+
+    # ----- inside ----------------------------------------------------------------------------------------------
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 120,
+            user: str | None = None) -> subprocess.CompletedProcess:
+        """Run ``argv`` inside the booted container (as ``user`` through runuser when given)."""
+        assert self.pid1 is not None, "container not booted"
+        if user is not None:
+            argv = ("runuser", "-u", user, "--", *argv)
+        command = ["nsenter", "-t", str(self.pid1), "-a", "env", "-i", f"PATH={CONTAINER_PATH}",
+                   "LANG=C.UTF-8", "HOME=/root", *argv]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def sh(self, script: str, **kwargs) -> subprocess.CompletedProcess:
+        return self.run("sh", "-ec", script, **kwargs)
+
+    def show(self, unit: str, *properties: str) -> dict[str, str]:
+        output = self.run("systemctl", "show", unit, "-p", ",".join(properties)).stdout
+        return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+
+    def journal(self, unit: str) -> str:
+        return self.run("journalctl", "--no-pager", "-o", "short-monotonic", "-u", unit, check=False).stdout
+
+    def write(self, path: str, text: str) -> None:
+        assert self.root is not None
+        target = self.root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

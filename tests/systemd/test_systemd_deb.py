@@ -1,0 +1,76 @@
+"""The .deb from packaging/build-deb: its contents, its control data, and lintian (errors fail; every
+warning must be listed with its reason in docs/INSTALL.md)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sd_helpers import REPO, require_root, require_tools
+from sd_nspawn import build_or_reuse_deb
+
+pytestmark = [
+    pytest.mark.systemd,
+    require_root(),
+    require_tools("debootstrap", "systemd-nspawn", "dpkg-deb"),
+]
+
+
+@pytest.fixture(scope="module")
+def deb() -> Path:
+    path, seconds = build_or_reuse_deb()
+    if seconds is not None:
+        print(f".deb built in {seconds:.0f} s")
+    return path
+
+
+def test_name_and_control(deb: Path):
+    version = re.search(r'^version = "(.+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
+    assert deb.name == f"pirag_{version}_{arch}.deb"
+    control = subprocess.run(["dpkg-deb", "-f", str(deb)], capture_output=True, text=True, check=True).stdout
+    assert f"Version: {version}" in control and f"Architecture: {arch}" in control
+    depends = re.search(r"^Depends: (.*)$", control, re.M).group(1)
+    assert "python3 (>= 3.11)" in depends and "python3 (<< 3.12)" in depends, depends
+    assert "init-system-helpers" in depends
+
+
+def test_contents(deb: Path):
+    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
+    paths = {line.split()[5].lstrip(".") for line in listing.splitlines()}
+    for expected in ("/opt/pirag/bin/pirag", "/opt/pirag/bin/python3", "/lib/systemd/system/pirag.service",
+                     "/lib/systemd/system/pirag.socket", "/usr/lib/sysusers.d/pirag.conf",
+                     "/usr/lib/tmpfiles.d/pirag.conf", "/etc/pirag/pirag.toml", "/usr/bin/pirag",
+                     "/usr/share/doc/pirag/copyright"):
+        assert expected in paths, expected
+    # The default model's files come along: installing needs no network.
+    assert any("all_minilm_l6_v2/model.zip" in path for path in paths)
+    assert not any("__pycache__" in path for path in paths)
+    # Everything is root's (dpkg-deb --root-owner-group).
+    assert all(line.split()[1] == "root/root" for line in listing.splitlines())
+    conffiles = subprocess.run(["dpkg-deb", "-I", str(deb), "conffiles"], capture_output=True, text=True,
+                               check=True).stdout.split()
+    assert conffiles == ["/etc/pirag/pirag.toml"]
+    packaged = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
+    assert packaged  # readable
+    config = subprocess.run(
+        f"dpkg-deb --fsys-tarfile {deb} | tar -xOf - ./etc/pirag/pirag.toml", shell=True,
+        capture_output=True, check=True).stdout
+    assert config == (REPO / "configs" / "pirag.toml").read_bytes()
+
+
+@require_tools("lintian")
+def test_lintian(deb: Path):
+    result = subprocess.run(["lintian", "--no-tag-display-limit", "--display-info", str(deb)],
+                            capture_output=True, text=True, timeout=1200)
+    lines = [line for line in result.stdout.splitlines() if re.match(r"^[EWIX]: ", line)]
+    errors = [line for line in lines if line.startswith("E: ")]
+    assert not errors, "\n".join(errors)
+    warned = sorted({line.split()[2] for line in lines if line.startswith("W: ")})
+    print("lintian warnings:", warned or "none")
+    documented = (REPO / "docs" / "INSTALL.md").read_text()
+    missing = [tag for tag in warned if f"`{tag}`" not in documented]
+    assert not missing, f"lintian warnings not explained in docs/INSTALL.md: {missing}"
