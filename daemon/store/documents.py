@@ -175,8 +175,18 @@ def touch_project(conn: sqlite3.Connection, project_id: int) -> None:
 # -- sources --------------------------------------------------------------------------------------------------
 
 
-def source_hashes(conn: sqlite3.Connection, project_id: int) -> dict[str, str]:
-    return dict(conn.execute("SELECT source, content_hash FROM doc_source WHERE project_id = ?", (project_id,)))
+def source_hashes(conn: sqlite3.Connection, project_id: int, model_id: str) -> dict[str, str]:
+    """Content hash per source; a source holding vectors of another model reports no hash (re-embed it)."""
+    return dict(conn.execute(
+        "SELECT s.source, s.content_hash FROM doc_source s WHERE s.project_id = ? AND NOT EXISTS"
+        " (SELECT 1 FROM doc_chunk c WHERE c.source_id = s.id AND c.model_id != ?)", (project_id, model_id)))
+
+
+def sources_under(conn: sqlite3.Connection, project_id: int, directory: str) -> list[str]:
+    prefix = directory.rstrip("/") + "/"
+    return [row[0] for row in conn.execute(
+        "SELECT source FROM doc_source WHERE project_id = ? AND substr(source, 1, ?) = ?",
+        (project_id, len(prefix), prefix))]
 
 
 def list_sources(conn: sqlite3.Connection, project_id: int, prefix: str = "", limit: int = 10_000,

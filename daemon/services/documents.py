@@ -1,0 +1,436 @@
+"""The ``documents`` component: projects, ingestion (inline or as journaled jobs), search, the query cache.
+
+It composes the SQLite rows (``store/documents.py``), the vector index (``store/vectors.py``), the embedding
+engine, the ingest pipeline (``ingest.py``) and the searcher (``search.py``), and provides the ops of the
+documents area. What it guarantees:
+
+- **Jobs are journaled before they are acknowledged.** An ingestion of more than ``INLINE_FILES`` files is
+  written to ``doc_job`` and only then answered with its id; jobs run one at a time; a job left ``queued``
+  or ``running`` by a crash runs again at the next start and, ingestion being incremental, ends in the
+  state an uninterrupted run would have reached.
+- **One writer per project.** Ingestions, source drops and project drops of one project are serialized
+  by a per-project lock, so two pipelines never rewrite the same source at once.
+- **No stale cache.** Every committed write bumps the project's generation number, which is part of every
+  cache key (``query_cache.py``).
+- **Index health.** At start, each project's collection is compared with SQLite's chunk count in the
+  background; one that fails to open or disagrees is rebuilt from SQLite's vectors, and collections of
+  projects that no longer exist are dropped. ``reindex`` does the rebuild on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from pirag.client.errors import Forbidden, InvalidArgument, NotFound
+from pirag.client.protocol.documents import (
+    DropProjectArgs, DropProjectResult, DropSourceArgs, DropSourceResult, IngestArgs, IngestResult,
+    IngestStatusArgs, IngestStatusResult, JobStatus, ListProjectsArgs, ListProjectsResult, ListSourcesArgs,
+    ListSourcesResult, ProjectInfo, ReindexArgs, ReindexResult, SearchArgs, SearchResult, Skipped, SourceInfo,
+)
+
+from ..config import Config
+from ..store import documents as rows
+from ..store.vectors import VectorIndex
+from .ingest import Ingestor, IngestRun, SourceItem, items_from_files
+from .query_cache import QueryCache, normalize_query
+from .search import Searcher
+from .walk import OutsideRoots, resolve_roots, walk
+
+log = logging.getLogger("pirag.documents")
+
+INLINE_FILES = 8          # path ingestions up to this many files run inline; more become a journaled job
+REBUILD_BATCH = 2000
+
+
+class DocumentService:
+    name = "documents"
+
+    def __init__(self, config: Config, db: Any, vectors: VectorIndex, embed: Any):
+        self.config = config
+        self.db = db
+        self.vectors = vectors
+        self.embed = embed
+        self.cache = QueryCache(config.search.cache_entries, config.search.cache_ttl_s)
+        self.ingestor = Ingestor(config, db, vectors, embed, self._bump)
+        self.searcher = Searcher(db, vectors, embed)
+        self.projects: dict[str, rows.ProjectRow] = {}
+        self.generations: dict[str, int] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._jobs: asyncio.Queue[int] = asyncio.Queue()
+        self._job_waiters: dict[int, asyncio.Future[IngestResult]] = {}
+        self._runs: dict[int, IngestRun] = {}
+        self._current_job: tuple[int, str, asyncio.Task[Any]] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.health: dict[str, str] = {}
+        self.searches = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        pending = self.db.register_migrations("documents", rows.DOCUMENT_MIGRATIONS)
+        if pending is not None:
+            await pending
+        await self._load_projects()
+        self._tasks.append(asyncio.ensure_future(self._job_runner()))
+        self._tasks.append(asyncio.ensure_future(self._check_index_health()))
+        for job_id, project, _ in await self.db.read(rows.unfinished_jobs):
+            log.info("documents: resuming ingestion job %d (%s)", job_id, project)
+            self._jobs.put_nowait(job_id)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for future in self._job_waiters.values():
+            if not future.done():
+                future.cancel()
+        self.ingestor.close()
+
+    def reload(self, config: Config) -> None:
+        self.config = config
+        self.cache.configure(config.search.cache_entries, config.search.cache_ttl_s)
+
+    def stats(self) -> dict[str, Any]:
+        running = self._current_job
+        return {"projects": len(self.projects), "query_cache": self.cache.stats(), "searches": self.searches,
+                "jobs_queued": self._jobs.qsize(), "job_running": running[0] if running else None,
+                "batch_size": self.ingestor.batch_size, "index_health": dict(self.health)}
+
+    def handlers(self) -> dict[str, Any]:
+        return {"ingest": self._ingest, "ingest_status": self._ingest_status, "search": self._search,
+                "list_projects": self._list_projects, "drop_project": self._drop_project,
+                "list_sources": self._list_sources, "drop_source": self._drop_source, "reindex": self._reindex}
+
+    # -- shared state -------------------------------------------------------------------------------------------
+
+    async def _load_projects(self) -> None:
+        found = await self.db.read(rows.all_projects)
+        self.projects = {project.name: project for project in found}
+        for name in self.projects:
+            self.generations.setdefault(name, 0)
+
+    def _bump(self, project: str) -> None:
+        """After a committed write to ``project``: cached results for it are stale from now on."""
+        self.generations[project] = self.generations.get(project, 0) + 1
+        if project not in self.projects:
+            asyncio.ensure_future(self._load_projects())
+
+    def _lock(self, project: str) -> asyncio.Lock:
+        lock = self._locks.get(project)
+        if lock is None:
+            lock = self._locks[project] = asyncio.Lock()
+        return lock
+
+    # -- ingest -------------------------------------------------------------------------------------------------
+
+    async def _ingest(self, args: IngestArgs, ctx: Any) -> IngestResult:
+        if bool(args.paths) == bool(args.documents):
+            raise InvalidArgument("ingest takes either paths (read by the daemon) or documents (sent), not both "
+                                  "or neither")
+        if args.documents:
+            items = [SourceItem(source=doc.source, data=doc.data, text=None if doc.data is not None else doc.text,
+                                file_type=doc.file_type, mtime=doc.mtime) for doc in args.documents]
+            run = IngestRun(args.project, files_total=len(items))
+            async with self._lock(args.project):
+                await self.ingestor.run(args.project, items, run)
+            await self._refresh_project(args.project)
+            return self._result(run, "done")
+        found = await self._walk(args.paths)
+        if len(found.files) <= INLINE_FILES:
+            run = IngestRun(args.project, files_total=len(found.files))
+            for source, reason in found.skipped:
+                run.skip(source, reason)
+            async with self._lock(args.project):
+                await self.ingestor.run(args.project, items_from_files(found.files), run,
+                                        prune_dirs=found.directories if args.prune else ())
+            await self._refresh_project(args.project)
+            return self._result(run, "done")
+        request = {"paths": list(args.paths), "prune": args.prune}
+        job_id = await self.db.write(lambda conn: rows.create_job(conn, args.project, request))
+        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._job_waiters[job_id] = future
+        self._jobs.put_nowait(job_id)
+        if args.wait:
+            return await asyncio.shield(future)
+        return IngestResult(job_id=job_id, state="queued", files_total=len(found.files))
+
+    async def _walk(self, paths: list[str]) -> Any:
+        roots = resolve_roots(self.config.ingest.allowed_roots)
+        if not roots:
+            raise Forbidden("this daemon reads no files: ingest.allowed_roots is empty (send the contents instead: "
+                            "`pirag ingest --upload`)", details={"allowed_roots": []})
+        try:
+            return await asyncio.to_thread(walk, paths, roots, self.config.ingest.max_file_bytes)
+        except OutsideRoots as exc:
+            raise Forbidden(f"{exc} is outside the allowed roots (after resolving symlinks)",
+                            details={"path": str(exc), "allowed_roots": [str(root) for root in roots]}) from exc
+        except FileNotFoundError as exc:
+            raise NotFound(f"no such file or directory: {exc}", details={"path": str(exc)}) from exc
+
+    async def _refresh_project(self, project: str) -> None:
+        if project not in self.projects:
+            await self._load_projects()
+
+    def _result(self, run: IngestRun, state: str) -> IngestResult:
+        return IngestResult(
+            job_id=run.job_id, state=state, files_total=run.files_total, files_done=run.files_done,
+            sources_added=run.added, sources_updated=run.updated, sources_unchanged=run.unchanged,
+            sources_removed=run.removed, chunks_total=run.chunks_done, chunks_embedded=run.chunks_embedded,
+            chunks_reused=run.chunks_reused, skipped=[Skipped(source=s, reason=r) for s, r in run.skipped],
+            errors=[Skipped(source=s, reason=r) for s, r in run.errors],
+            seconds=round((run.finished_at or time.time()) - run.started_at, 3))
+
+    async def _job_runner(self) -> None:
+        while True:
+            job_id = await self._jobs.get()
+            try:
+                await self._run_job(job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("documents: job %d failed", job_id)
+
+    async def _run_job(self, job_id: int) -> None:
+        found_rows = await self.db.read(lambda conn: conn.execute(
+            "SELECT project, request, state, attempts FROM doc_job WHERE id = ?", (job_id,)).fetchone())
+        if found_rows is None or found_rows[2] not in ("queued", "running"):
+            return
+        import json
+
+        project, request_json, _, attempts = found_rows
+        request = json.loads(request_json)
+        run = IngestRun(project, job_id=job_id)
+        self._runs[job_id] = run
+        await self.db.write(lambda conn: rows.update_job(conn, job_id, state="running", started_at=run.started_at,
+                                                         attempts=attempts + 1))
+        waiter = self._job_waiters.get(job_id)
+        task = asyncio.ensure_future(self._job_body(run, request))
+        self._current_job = (job_id, project, task)
+        try:
+            await task
+            state, error = "done", ""
+        except asyncio.CancelledError:
+            if run.state != "cancelled":  # the daemon is stopping: the job stays 'running', resumed at next start
+                task.cancel()
+                raise
+            state, error = "cancelled", "the project was dropped"
+        except Exception as exc:
+            state, error = "failed", f"{type(exc).__name__}: {exc}"
+            run.error = error
+        finally:
+            self._current_job = None
+        run.state = state
+        run.finished_at = time.time()
+        try:
+            await self.db.write(lambda conn: rows.update_job(
+                conn, job_id, state=state, finished_at=run.finished_at, files_total=run.files_total,
+                files_done=run.files_done, chunks_total=run.chunks_done, chunks_done=run.chunks_done,
+                summary=run.summary(), error=error))
+        finally:
+            await self._refresh_project(project)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(self._result(run, state))
+            self._job_waiters.pop(job_id, None)
+
+    async def _job_body(self, run: IngestRun, request: dict[str, Any]) -> None:
+        found = await self._walk(request["paths"])
+        run.files_total = len(found.files)
+        for source, reason in found.skipped:
+            run.skip(source, reason)
+
+        def journal(conn: Any) -> None:
+            rows.update_job(conn, run.job_id, files_total=run.files_total, files_done=run.files_done,
+                            chunks_total=max(run.chunks_total, run.chunks_done), chunks_done=run.chunks_done)
+
+        async with self._lock(run.project):
+            await self.ingestor.run(run.project, items_from_files(found.files), run,
+                                    prune_dirs=found.directories if request.get("prune", True) else (),
+                                    on_batch=journal)
+
+    async def _ingest_status(self, args: IngestStatusArgs, ctx: Any) -> IngestStatusResult:
+        found = await self.db.read(lambda conn: rows.job_rows(conn, args.job_id, args.limit))
+        if args.job_id is not None and not found:
+            raise NotFound(f"no ingestion job {args.job_id}")
+        jobs = []
+        for row in found:
+            run = self._runs.get(row["id"])
+            live = run is not None and run.state == "running" and row["state"] == "running"
+            summary = row["summary"] or {}
+            errors = run.errors if live and run else summary.get("errors", [])
+            status = JobStatus(
+                job_id=row["id"], project=row["project"], state=row["state"], created_at=row["created_at"],
+                started_at=row["started_at"], finished_at=row["finished_at"], attempts=row["attempts"],
+                files_total=run.files_total if live else row["files_total"],
+                files_done=run.files_done if live else row["files_done"],
+                chunks_total=max(run.chunks_total, run.chunks_done) if live else row["chunks_total"],
+                chunks_done=run.chunks_done if live else row["chunks_done"],
+                chunks_per_s=round(run.rate(), 2) if run else 0.0,
+                eta_s=round(run.eta(), 1) if live and run.eta() is not None else None,
+                errors=[Skipped(source=s, reason=r) for s, r in errors][:50],
+                skipped=run.skipped_count if live else summary.get("skipped_count", 0), error=row["error"],
+                result=self._result(run, row["state"]) if run and row["state"] != "running" else None)
+            jobs.append(status)
+        return IngestStatusResult(jobs=jobs)
+
+    # -- search -------------------------------------------------------------------------------------------------
+
+    async def _search(self, args: SearchArgs, ctx: Any) -> SearchResult:
+        started = time.perf_counter()
+        self.searches += 1
+        if args.projects:
+            missing = [name for name in args.projects if name not in self.projects]
+            if missing:
+                await self._load_projects()
+                missing = [name for name in args.projects if name not in self.projects]
+            if missing:
+                raise NotFound(f"no such project: {', '.join(missing)}", details={"projects": missing})
+            searched = [self.projects[name] for name in dict.fromkeys(args.projects)]
+        else:
+            searched = list(self.projects.values())
+        k = args.k or self.config.search.default_k
+        key = (normalize_query(args.query), k, tuple(sorted((p.name, self.generations.get(p.name, 0))
+                                                            for p in searched)),
+               bool(args.projects), args.path_glob, tuple(sorted(args.file_types)), args.ingested_after,
+               args.ingested_before, args.max_chars, self.embed.model.model_id)
+        if args.use_cache:
+            cached = self.cache.get(key)
+            if cached is not None:
+                return SearchResult(hits=cached.hits, cached=True, truncated=cached.truncated,
+                                    took_ms=round((time.perf_counter() - started) * 1000, 3))
+        result = await self.searcher.search(args, searched, k, self.config.search.rrf_k)
+        if args.use_cache:
+            self.cache.put(key, frozenset(p.name for p in searched), result)
+        return result
+
+    # -- projects and sources -----------------------------------------------------------------------------------
+
+    async def _list_projects(self, args: ListProjectsArgs, ctx: Any) -> ListProjectsResult:
+        found = await self.db.read(rows.project_summaries)
+        return ListProjectsResult(projects=[ProjectInfo(**item) for item in found])
+
+    async def _drop_project(self, args: DropProjectArgs, ctx: Any) -> DropProjectResult:
+        name = args.project
+        current = self._current_job
+        if current is not None and current[1] == name:
+            run = self._runs.get(current[0])
+            if run is not None:
+                run.state = "cancelled"
+            current[2].cancel()
+            await asyncio.gather(current[2], return_exceptions=True)
+        async with self._lock(name):
+            project = await self.db.read(lambda conn: rows.get_project(conn, name))
+            chunks = 0
+            if project is not None:
+                chunks = await self.db.write(lambda conn: (
+                    conn.execute("UPDATE doc_job SET state = 'cancelled', finished_at = ? WHERE project = ?"
+                                 " AND state IN ('queued', 'running')", (time.time(), name)),
+                    rows.delete_project(conn, name))[1])
+                await self.vectors.drop(project.collection)
+            self.projects.pop(name, None)
+            self._bump(name)
+            self.generations.pop(name, None)
+            self.cache.forget_project(name)
+        memory_result: dict[str, int] = {}
+        memory = _component(ctx, "memory")
+        if memory is not None and hasattr(memory, "drop_project"):
+            outcome = await memory.drop_project(name)
+            if isinstance(outcome, dict):
+                memory_result = {str(key): int(value) for key, value in outcome.items()
+                                 if isinstance(value, (int, float))}
+        return DropProjectResult(dropped=project is not None, chunks=chunks, memory=memory_result)
+
+    async def _list_sources(self, args: ListSourcesArgs, ctx: Any) -> ListSourcesResult:
+        project = self.projects.get(args.project)
+        if project is None:
+            raise NotFound(f"no such project: {args.project}")
+        found = await self.db.read(lambda conn: rows.list_sources(conn, project.id, args.prefix, args.limit,
+                                                                  args.offset))
+        return ListSourcesResult(sources=[SourceInfo(**item) for item in found])
+
+    async def _drop_source(self, args: DropSourceArgs, ctx: Any) -> DropSourceResult:
+        project = self.projects.get(args.project)
+        if project is None:
+            raise NotFound(f"no such project: {args.project}")
+        async with self._lock(args.project):
+            def drop(conn: Any) -> tuple[int, list[int]]:
+                before = conn.execute("SELECT count(*) FROM doc_source WHERE project_id = ?", (project.id,)).fetchone()[0]
+                removed = rows.delete_sources(conn, project.id, args.sources)
+                after = conn.execute("SELECT count(*) FROM doc_source WHERE project_id = ?", (project.id,)).fetchone()[0]
+                return before - after, removed
+
+            count, removed = await self.db.write(drop)
+            await self.vectors.delete(project.collection, [str(chunk_id) for chunk_id in removed])
+            self._bump(args.project)
+        return DropSourceResult(removed=count, chunks=len(removed))
+
+    # -- index health -------------------------------------------------------------------------------------------
+
+    def _loader(self, project: rows.ProjectRow):  # noqa: ANN202
+        model_id = self.embed.model.model_id
+
+        async def load() -> AsyncIterator[tuple[list[str], np.ndarray, None]]:
+            after = 0
+            while True:
+                batch = await self.db.read(lambda conn, a=after: rows.iter_vectors(conn, project.id, a, REBUILD_BATCH,
+                                                                                  model_id))
+                if not batch:
+                    return
+                after = batch[-1][0]
+                matrix = np.frombuffer(b"".join(blob for _, blob in batch), dtype="<f4").reshape(len(batch), -1)
+                yield [str(chunk_id) for chunk_id, _ in batch], matrix, None
+
+        return load
+
+    async def _expected(self, project: rows.ProjectRow) -> int:
+        model_id = self.embed.model.model_id
+        return await self.db.read(lambda conn: conn.execute(
+            "SELECT count(*) FROM doc_chunk WHERE project_id = ? AND model_id = ?", (project.id, model_id)).fetchone()[0])
+
+    async def _check_index_health(self) -> None:
+        try:
+            for project in list(self.projects.values()):
+                async with self._lock(project.name):
+                    outcome = await self.vectors.ensure(project.collection, await self._expected(project),
+                                                        self._loader(project))
+                self.health[project.name] = outcome
+                if outcome != "ok":
+                    self._bump(project.name)
+            known = {project.collection for project in self.projects.values()}
+            for collection in await self.vectors.list_collections():
+                if collection.startswith("docs-") and collection not in known:
+                    log.warning("documents: dropping the orphan collection %s", collection)
+                    await self.vectors.drop(collection)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("documents: the index health check failed (search keeps working on what exists)")
+
+    async def _reindex(self, args: ReindexArgs, ctx: Any) -> ReindexResult:
+        started = time.perf_counter()
+        if args.project:
+            if args.project not in self.projects:
+                raise NotFound(f"no such project: {args.project}")
+            targets = [self.projects[args.project]]
+        else:
+            targets = list(self.projects.values())
+        written: dict[str, int] = {}
+        for project in targets:
+            async with self._lock(project.name):
+                written[project.name] = await self.vectors.rebuild(project.collection, self._loader(project))
+                self.health[project.name] = "rebuilt"
+            self._bump(project.name)
+        return ReindexResult(projects=written, seconds=round(time.perf_counter() - started, 3))
+
+
+def _component(ctx: Any, name: str) -> Any:
+    try:
+        return ctx.app.component(name)
+    except (KeyError, AttributeError):
+        return None
