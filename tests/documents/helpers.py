@@ -98,3 +98,88 @@ class CountingEmbedder:
     async def embed(self, texts):
         self.texts.extend(texts)
         return await self.inner.embed(texts)
+
+
+def write_config(path, config: dict) -> None:
+    lines = [f"{key} = {_toml(value)}" for key, value in config.items() if not isinstance(value, dict)]
+    for section, values in config.items():
+        if isinstance(values, dict):
+            lines.append(f"\n[{section}]")
+            lines.extend(f"{key} = {_toml(value)}" for key, value in values.items())
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _toml(value) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    return "[" + ", ".join(_toml(item) for item in value) + "]"
+
+
+class RealDaemon:
+    """A real ``pirag serve`` process (with the documents stack) on a short socket under /tmp."""
+
+    def __init__(self, root, config: dict):
+        import pathlib
+
+        self.root = pathlib.Path(root)
+        self.socket = self.root / "s.sock"
+        self.config = {"state_dir": str(self.root / "state"), **config}
+        self.config.setdefault("server", {})["socket"] = str(self.socket)
+        self.config.setdefault("log", {}).setdefault("metrics_interval_s", 0)
+        self.config_path = self.root / "pirag.toml"
+        self.log_path = self.root / "daemon.log"
+        self.process = None
+
+    def start(self, timeout: float = 120.0) -> "RealDaemon":
+        import os
+        import subprocess
+        import sys
+        import time
+
+        from pirag.client import Client
+
+        write_config(self.config_path, self.config)
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.documents.serve_with_documents",
+                                         "--config", str(self.config_path)], cwd=repo, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                with Client(self.socket, timeout=5) as client:
+                    client.ping()
+                    if "search" in client.hello().capabilities:
+                        return self
+            except Exception:
+                time.sleep(0.1)
+        raise TimeoutError(f"daemon did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def client(self, timeout: float = 120.0):
+        from pirag.client import Client
+
+        return Client(self.socket, timeout=timeout)
+
+    def kill(self) -> None:
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except Exception:
+                self.kill()
