@@ -1,0 +1,477 @@
+"""The embedding engine (component ``embed``): one model, a warm pool of llama.cpp contexts, micro-batches, a cache.
+
+How a call flows::
+
+    embed(texts)                    event loop: cache lookups, identical texts folded, one future per call
+      -> _WorkQueue                 two FIFO lanes (small calls first, bulk after); put never blocks the loop
+      -> worker thread x N          one per llama.cpp context: takes texts until the batch token budget is full
+                                    (tokenizing as it goes), encodes the pack in one llama_encode, normalizes
+      -> loop.call_soon_threadsafe  the call's future resolves when its last row is in; the loop caches the rows
+
+Micro-batching: a worker takes whatever is queued, up to ``batch_tokens`` tokens and 64 sequences, and runs it at
+once: texts that arrive while a pack is being computed form the next pack, so a lone query never waits. Only when
+the queue runs dry while other calls are still pending does a worker wait (at most ``batch_wait_ms``) for more.
+With flash attention, packs of a few hundred tokens beat one text per call (FINDINGS.md; docs/EMBEDDINGS.md has
+this build's figures).
+
+Failures: a worker whose context raises fails the texts of that pack (their calls get ``InternalError``), throws the
+context away and creates a new one; a call never hangs. When no context can be created, calls fail with
+``Unavailable``.
+
+Model info and ``count_tokens``/``tokenize_offsets`` match ``FakeEmbedder``'s surface (services code against it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pirag.client import errors
+from pirag.client.protocol.embed import EmbedArgs, EmbedResult
+
+from ..config import EmbedConfig
+from .cache import EmbeddingCache, text_key
+from .fake import ModelInfo
+
+log = logging.getLogger("pirag.embed")
+
+MAX_SEQUENCES_PER_BATCH = 64
+SMALL_CALL_TEXTS = 4          # calls with at most this many texts (queries) go through the fast lane
+
+
+def available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def pool_shape(config: EmbedConfig, cpus: int | None = None) -> tuple[int, int]:
+    """(contexts, threads per context) from the config, 0 meaning automatic from the CPU affinity.
+
+    Automatic: one context per two CPUs (two threads each), one context with all CPUs below four (measured on
+    2 cores: one 2-thread context beats two 1-thread contexts; docs/EMBEDDINGS.md)."""
+    cpus = cpus or available_cpus()
+    contexts = config.contexts or (1 if cpus < 4 else cpus // 2)
+    threads = config.threads_per_context or max(1, cpus // contexts)
+    return contexts, threads
+
+
+@dataclass
+class _Call:
+    """One ``embed`` call's pending rows; completed from worker threads, resolved on the loop."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[np.ndarray]
+    rows: np.ndarray                     # (n_unique_missing, dims)
+    remaining: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: bool = False
+
+    def deliver(self, index: int, vector: np.ndarray) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.rows[index] = vector
+            self.remaining -= 1
+            if self.remaining:
+                return
+            self.done = True
+        self.loop.call_soon_threadsafe(_resolve, self.future, self.rows)
+
+    def fail(self, error: BaseException) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.done = True
+        self.loop.call_soon_threadsafe(_reject, self.future, error)
+
+
+def _resolve(future: asyncio.Future[np.ndarray], rows: np.ndarray) -> None:
+    if not future.done():
+        future.set_result(rows)
+
+
+def _reject(future: asyncio.Future[np.ndarray], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+@dataclass
+class _Item:
+    text: str
+    call: _Call
+    index: int
+    ids: list[int] | None = None
+
+
+class _WorkQueue:
+    """Two FIFO lanes shared by the worker threads. ``put`` only takes a lock for microseconds (loop-safe)."""
+
+    def __init__(self) -> None:
+        self._fast: deque[_Item] = deque()
+        self._bulk: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._fast) + len(self._bulk)
+
+    def put_many(self, items: Sequence[_Item], fast: bool) -> None:
+        with self._cond:
+            (self._fast if fast else self._bulk).extend(items)
+            self._cond.notify(len(items))
+
+    def put_back(self, item: _Item) -> None:
+        with self._cond:
+            self._fast.appendleft(item) if item.call.remaining <= SMALL_CALL_TEXTS else self._bulk.appendleft(item)
+            self._cond.notify()
+
+    def get(self, timeout: float | None) -> _Item | None:
+        """The next item; waits up to ``timeout`` (None: until one comes or the queue closes)."""
+        with self._cond:
+            if not self._fast and not self._bulk and timeout != 0:
+                self._cond.wait_for(lambda: self._fast or self._bulk or self.closed, timeout)
+            if self._fast:
+                return self._fast.popleft()
+            if self._bulk:
+                return self._bulk.popleft()
+            return None
+
+    def close(self) -> list[_Item]:
+        with self._cond:
+            self.closed = True
+            left = list(self._fast) + list(self._bulk)
+            self._fast.clear()
+            self._bulk.clear()
+            self._cond.notify_all()
+            return left
+
+
+class EmbedEngine:
+    """The ``embed`` component. ``model`` is set once ``start()`` has loaded and warmed the model."""
+
+    name = "embed"
+
+    def __init__(self, config: EmbedConfig, *, model_path: str | Path | None = None,
+                 state_dir: str | Path | None = None, progress: Callable[[str], None] | None = None,
+                 use_extra_bufts: bool | None = None):
+        self.config = config
+        self._model_path = Path(model_path) if model_path else (Path(config.model) if config.model else None)
+        self._state_dir = Path(state_dir) if state_dir else None
+        self._progress = progress or (lambda message: None)
+        self._use_extra_bufts = use_extra_bufts
+        self.contexts, self.threads_per_context = pool_shape(config)
+        self.model: ModelInfo | None = None
+        self._tokenizer: Any = None
+        self._llama_model: Any = None
+        self._queue = _WorkQueue()
+        self._workers: list[threading.Thread] = []
+        self._alive = 0
+        self._alive_lock = threading.Lock()
+        self._cache = EmbeddingCache(config.cache_entries)
+        self._pending_calls = 0
+        self._batch_tokens = 0
+        self._batch_wait_s = config.batch_wait_ms / 1000.0
+        # figures (workers update them; an int += under the GIL is good enough for counters)
+        self.batches = 0
+        self.texts_embedded = 0
+        self.tokens_embedded = 0
+        self.calls = 0
+        self.failures = 0
+        self.context_restarts = 0
+        self._started = False
+        # test hook: called with the token-id lists before each llama_encode
+        self._before_encode: Callable[[list[list[int]]], None] | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resolve (and on first use import) the model, load it, create and warm every context."""
+        await asyncio.to_thread(self._start_blocking)
+        self._started = True
+
+    def _start_blocking(self) -> None:
+        from .importer import FILE_TYPE_NAMES, KEY_CHINESE, KEY_LOWERCASE, KEY_MAX_SEQ, KEY_STRIP_ACCENTS, POOLING_NAMES
+        from .importer import sha256_file
+        from .llama import LlamaModel
+        from .tokenizer import BertTokenizer, spec_from_gguf_tokens
+
+        path = self._model_path
+        if path is None:
+            from .default_model import ensure_default_model
+
+            if self._state_dir is None:
+                raise RuntimeError("the embedded default model needs a state directory")
+            path = ensure_default_model(self._state_dir, self._progress)
+        path = path.expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"embed.model: {path} does not exist")
+        started = time.perf_counter()
+        self._progress(f"loading embedding model {path.name}")
+        # Metadata and vocabulary come from llama.cpp itself: gguf's Python reader takes a second for 30k tokens.
+        llama_model = LlamaModel(path, use_extra_bufts=self._use_extra_bufts)
+        try:
+            architecture = llama_model.meta("general.architecture") or "?"
+            if architecture != "bert":
+                raise ValueError(f"{path}: architecture {architecture!r} is not supported "
+                                 "(BERT-family GGUF embedding models only)")
+            pooling = POOLING_NAMES.get(int(llama_model.meta("bert.pooling_type") or 0), "?")
+            if pooling not in ("mean", "cls"):
+                raise ValueError(f"{path}: pooling {pooling!r} is not supported (mean or CLS)")
+            context_length = int(llama_model.meta("bert.context_length") or 512)
+            max_tokens = int(llama_model.meta(KEY_MAX_SEQ) or context_length)
+            file_type = llama_model.meta("general.file_type")
+            quantization = FILE_TYPE_NAMES.get(int(file_type), file_type) if file_type else "?"
+
+            def flag(key: str, default: bool | None) -> bool | None:
+                value = llama_model.meta(key)
+                return default if value is None else value == "true"
+
+            spec = spec_from_gguf_tokens(llama_model.tokens(), lowercase=bool(flag(KEY_LOWERCASE, True)),
+                                         strip_accents=flag(KEY_STRIP_ACCENTS, None),
+                                         chinese_chars=bool(flag(KEY_CHINESE, True)))
+        except BaseException:
+            llama_model.close()
+            raise
+        self._llama_model = llama_model
+        self._tokenizer = BertTokenizer(spec, max_tokens)
+        self._batch_tokens = max(self.config.batch_tokens, max_tokens)
+        digest = sha256_file(path)
+        contexts = [self._new_context() for _ in range(self.contexts)]
+        for context in contexts:        # warm: the worst-case pack allocates every compute buffer now
+            context.embed([self._tokenizer.encode("warm up")] * 2)
+            context.embed([[spec.special["[CLS]"]] + [spec.special["[UNK]"]] * (max_tokens - 2)
+                           + [spec.special["[SEP]"]]])
+        load_s = time.perf_counter() - started
+        self.model = ModelInfo(model_id=f"{path.stem}-{digest[:12]}", path=str(path), dims=self._llama_model.dims,
+                               max_tokens=max_tokens, pooling=pooling, quantization=quantization,
+                               load_s=round(load_s, 3), architecture=architecture)
+        self._alive = len(contexts)
+        for number, context in enumerate(contexts):
+            worker = threading.Thread(target=self._work, args=(context,), name=f"pirag-embed-{number}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        log.info("embedding model %s: %d dims, %s pooling, max %d tokens, %s, %d context(s) x %d thread(s), "
+                 "loaded and warm in %.2f s", self.model.model_id, self.model.dims, self.model.pooling, max_tokens,
+                 self.model.quantization, self.contexts, self.threads_per_context, load_s)
+
+    def _new_context(self) -> Any:
+        from .llama import LlamaContext
+
+        return LlamaContext(self._llama_model, batch_tokens=self._batch_tokens,
+                            max_sequences=MAX_SEQUENCES_PER_BATCH, threads=self.threads_per_context,
+                            flash_attn=self.config.flash_attn)
+
+    async def close(self) -> None:
+        for item in self._queue.close():
+            item.call.fail(errors.Unavailable("the embedding engine is shutting down"))
+        workers, self._workers = self._workers, []
+        await asyncio.to_thread(lambda: [worker.join(timeout=30) for worker in workers])
+        if self._llama_model is not None and not any(worker.is_alive() for worker in workers):
+            self._llama_model.close()
+            self._llama_model = None
+
+    # ---- the surface services use ----------------------------------------------------------------------------
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text takes untruncated, [CLS] and [SEP] included (thread-safe)."""
+        return self._tokenizer.count_tokens(texts)
+
+    def tokenize_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of ``text``'s tokens (no special tokens, no truncation), for token-aware chunking."""
+        return self._tokenizer.tokenize_offsets(text)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalized float32 vectors, shape (len(texts), dims), in the order of ``texts``."""
+        model = self.model
+        if model is None or not self._started:
+            raise errors.Unavailable("the embedding engine is not started")
+        out = np.empty((len(texts), model.dims), dtype=np.float32)
+        if not texts:
+            return out
+        self.calls += 1
+        missing: dict[bytes, list[int]] = {}
+        missing_text: dict[bytes, str] = {}
+        for row, text in enumerate(texts):
+            key = text_key(text)
+            if key in missing:              # the same text twice in one call: computed once
+                missing[key].append(row)
+                continue
+            vector = self._cache.get(model.model_id, key)
+            if vector is not None:
+                out[row] = vector
+            else:
+                missing[key] = [row]
+                missing_text[key] = text
+        if not missing:
+            return out
+        if self._alive == 0:
+            raise errors.Unavailable("no embedding context is available (see the daemon log)")
+        loop = asyncio.get_running_loop()
+        keys = list(missing)
+        call = _Call(loop=loop, future=loop.create_future(), rows=np.empty((len(keys), model.dims), np.float32),
+                     remaining=len(keys))
+        items = [_Item(text=missing_text[key], call=call, index=index) for index, key in enumerate(keys)]
+        self._pending_calls += 1
+        try:
+            self._queue.put_many(items, fast=len(items) <= SMALL_CALL_TEXTS)
+            rows = await call.future
+        except asyncio.CancelledError:
+            call.fail(errors.Unavailable("cancelled"))   # marks the call done: workers skip its texts
+            raise
+        finally:
+            self._pending_calls -= 1
+        for index, key in enumerate(keys):
+            vector = rows[index].copy()        # a copy: a cached row must not pin the whole call's array
+            self._cache.put(model.model_id, key, vector)
+            out[missing[key]] = vector
+        return out
+
+    # ---- the op -------------------------------------------------------------------------------------------
+
+    def handlers(self) -> dict[str, Any]:
+        return {"embed": self._op_embed}
+
+    async def _op_embed(self, args: EmbedArgs, ctx: Any) -> EmbedResult:
+        if len(args.texts) > self.config.max_texts_per_request:
+            raise errors.InvalidArgument(
+                f"{len(args.texts)} texts in one embed request; the limit is {self.config.max_texts_per_request} "
+                "(embed.max_texts_per_request)", details={"limit": self.config.max_texts_per_request})
+        vectors = await self.embed(args.texts)
+        model = self.model
+        assert model is not None
+        if args.format == "f32":
+            return EmbedResult(model_id=model.model_id, dims=model.dims, count=len(vectors),
+                               data=vectors.astype("<f4", copy=False).tobytes())
+        return EmbedResult(model_id=model.model_id, dims=model.dims, count=len(vectors), vectors=vectors.tolist())
+
+    def stats(self) -> dict[str, Any]:
+        model = self.model
+        figures: dict[str, Any] = {
+            "model": None if model is None else {
+                "model_id": model.model_id, "path": model.path, "dims": model.dims, "max_tokens": model.max_tokens,
+                "pooling": model.pooling, "quantization": model.quantization, "load_s": model.load_s,
+            },
+            "contexts": self.contexts,
+            "contexts_alive": self._alive,
+            "threads_per_context": self.threads_per_context,
+            "batch_tokens": self._batch_tokens,
+            "flash_attn": self.config.flash_attn,
+            "extra_buffer_types": None if self._llama_model is None else self._llama_model.use_extra_bufts,
+            "queue_depth": len(self._queue),
+            "pending_calls": self._pending_calls,
+            "calls": self.calls,
+            "batches": self.batches,
+            "texts": self.texts_embedded,
+            "tokens": self.tokens_embedded,
+            "mean_batch_texts": round(self.texts_embedded / self.batches, 2) if self.batches else 0.0,
+            "failures": self.failures,
+            "context_restarts": self.context_restarts,
+            "cache": self._cache.stats(),
+        }
+        return figures
+
+    # ---- worker threads ----------------------------------------------------------------------------------
+
+    def _take_batch(self) -> list[_Item] | None:
+        """Items for one pack: blocks for the first, then takes what is queued (bounded wait, bounded tokens)."""
+        budget = self._batch_tokens
+        batch: list[_Item] = []
+        used = 0
+        deadline: float | None = None
+        while len(batch) < MAX_SEQUENCES_PER_BATCH:
+            if not batch:
+                item = self._queue.get(timeout=None)
+                if item is None:
+                    return None
+            else:
+                item = self._queue.get(timeout=0)
+                if item is None:
+                    # Queue dry: wait briefly only when other calls are pending (they may be about to queue).
+                    calls_here = len({id(entry.call) for entry in batch})
+                    if self._batch_wait_s <= 0 or used * 2 >= budget or self._pending_calls <= calls_here:
+                        break
+                    now = time.monotonic()
+                    deadline = deadline or now + self._batch_wait_s
+                    if now >= deadline:
+                        break
+                    item = self._queue.get(timeout=deadline - now)
+                    if item is None:
+                        break
+            if item.call.done:
+                continue
+            if item.ids is None:
+                try:
+                    item.ids = self._tokenizer.encode(item.text)
+                except Exception as exc:  # e.g. a text the tokenizer rejects: fail that call only
+                    item.call.fail(errors.InvalidArgument(f"cannot tokenize a text: {exc}"))
+                    continue
+            if used + len(item.ids) > budget:
+                self._queue.put_back(item)
+                break
+            batch.append(item)
+            used += len(item.ids)
+        return batch
+
+    def _work(self, context: Any) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                break
+            if not batch:
+                continue
+            sequences = [item.ids for item in batch]
+            try:
+                if self._before_encode is not None:
+                    self._before_encode(sequences)
+                vectors = context.embed(sequences)
+            except Exception as exc:
+                self.failures += 1
+                log.error("embedding context failed on a pack of %d texts: %r; recreating it", len(batch), exc)
+                failure = errors.InternalError(f"embedding failed: {exc}")
+                for item in batch:
+                    item.call.fail(failure)
+                context = self._recreate(context)
+                if context is None:
+                    return
+                continue
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            np.maximum(norms, 1e-12, out=norms)
+            vectors /= norms
+            self.batches += 1
+            self.texts_embedded += len(batch)
+            self.tokens_embedded += sum(len(ids) for ids in sequences)
+            for item, vector in zip(batch, vectors):
+                item.call.deliver(item.index, vector)
+        context.close()
+
+    def _recreate(self, context: Any) -> Any:
+        try:
+            context.close()
+        except Exception:
+            log.exception("closing a failed embedding context")
+        try:
+            fresh = self._new_context()
+            self.context_restarts += 1
+            return fresh
+        except Exception:
+            log.exception("cannot recreate an embedding context; this worker stops")
+            with self._alive_lock:
+                self._alive -= 1
+                last = self._alive == 0
+            if last:
+                for item in self._queue.close():
+                    item.call.fail(errors.Unavailable("no embedding context is available"))
+            return None
+
