@@ -63,8 +63,9 @@ class AsyncClient(CoreMethods, EmbedMethods, DocumentsMethods, MemoryMethods):
     """asyncio client: many requests may be in flight on its one connection. Methods return awaitables."""
 
     def __init__(self, socket_path: str | Path | None = None, *, timeout: float | None = 30.0,
-                 connect_timeout: float = 5.0):
-        self._conn = AsyncConnection(socket_path, timeout=timeout, connect_timeout=connect_timeout)
+                 connect_timeout: float = 5.0, max_inflight: int = 64):
+        self._conn = AsyncConnection(socket_path, timeout=timeout, connect_timeout=connect_timeout,
+                                     max_inflight=max_inflight)
 
     @property
     def socket_path(self) -> Path:

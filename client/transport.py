@@ -105,7 +105,10 @@ class SyncConnection:
         assert self._sock is not None
         request_id = next(self._ids)
         try:
-            self._sock.sendall(_encode_request(spec, request_id, args))
+            try:
+                self._sock.sendall(_encode_request(spec, request_id, args))
+            except BrokenPipeError:
+                pass  # the daemon may have refused us (busy, forbidden) and closed: its error frame is readable
             while True:
                 reply = _reply_decoder.decode(recv_frame(self._sock, CLIENT_MAX_FRAME))
                 if reply.id == request_id or reply.id is None:
@@ -128,10 +131,13 @@ class SyncConnection:
 class AsyncConnection:
     """One asyncio connection with many requests in flight, replies matched by id."""
 
-    def __init__(self, path: str | Path | None = None, *, timeout: float | None = 30.0, connect_timeout: float = 5.0):
+    def __init__(self, path: str | Path | None = None, *, timeout: float | None = 30.0, connect_timeout: float = 5.0,
+                 max_inflight: int = 64):
         self.path = Path(path) if path is not None else default_socket_path()
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        # Stay within the daemon's per-connection limit (64 by default) instead of collecting busy errors.
+        self._slots = asyncio.Semaphore(max_inflight)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -200,12 +206,13 @@ class AsyncConnection:
                 pass
 
     async def call(self, spec: OpSpec, args: Args) -> Any:
-        try:
-            return await self._call_once(spec, args)
-        except errors.ConnectionFailed:
-            if not spec.idempotent:
-                raise
-            return await self._call_once(spec, args)
+        async with self._slots:
+            try:
+                return await self._call_once(spec, args)
+            except errors.ConnectionFailed:
+                if not spec.idempotent:
+                    raise
+                return await self._call_once(spec, args)
 
     async def _call_once(self, spec: OpSpec, args: Args) -> Any:
         await self.connect()

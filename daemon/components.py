@@ -12,4 +12,8 @@ def build_components(config: Config, progress: Callable[[str], None]) -> list[Co
     """``progress`` reports long start-up steps (the first import of the default model) to the log,
     to ``status`` and to systemd (which then extends its start timeout)."""
     components: list[Component] = []
+    if config.embed.model == "fake":
+        from .embed.fake import FakeEmbedder
+
+        components.append(FakeEmbedder())
     return components

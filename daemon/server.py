@@ -64,7 +64,7 @@ def explain_decode_failure(body: bytes, exc: msgspec.ValidationError) -> tuple[i
     """Why a well-formed frame is not a valid request: (id, code, message)."""
     try:
         envelope = msgspec.msgpack.decode(body, type=Envelope)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except Exception:  # any shape that is not even a map with string keys
         return None, errors.INVALID_ARGUMENT, f"a request must be a map with id, op and args: {exc}"
     request_id = envelope.id if isinstance(envelope.id, int) and 0 <= envelope.id < 1 << 63 else None
     if not isinstance(envelope.op, str):
@@ -352,7 +352,8 @@ class Server:
             self.request_log.record(connection.label, "-", request_id, 0.0, code)
             connection.send(error_frame(request_id, code, message))
             return True
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
+            # msgspec reports invalid UTF-8 in a string as UnicodeDecodeError, not DecodeError
             self._connection_error(connection, errors.MALFORMED_FRAME, f"the frame is not valid msgpack: {exc}")
             return False
         op = type(request).__struct_config__.tag
