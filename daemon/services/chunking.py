@@ -319,7 +319,11 @@ def chunk_segments(segments: list[Segment], count_tokens: TokenCounter, chunk_to
     def emit() -> None:
         nonlocal lines, used
         if lines and any(text.strip() for _, text, _ in lines):
-            text = "\n".join(text for _, text, _ in lines).strip("\n")
+            parts = [lines[0][1]]
+            for (previous, _, _), (number, line, _) in zip(lines, lines[1:]):
+                # blank lines between paragraphs come back as one; pieces of one long line rejoin with a space
+                parts.append((" " if number == previous else "\n\n" if number > previous + 1 else "\n") + line)
+            text = "".join(parts).strip("\n")
             chunks.append(Chunk(text=text, line_start=lines[0][0], line_end=lines[-1][0],
                                 heading=" > ".join(heading), tokens=used))
         lines, used = [], 0

@@ -279,17 +279,19 @@ def decode_text(data: bytes) -> tuple[str | None, str]:
     if b"\x00" in data[:SNIFF_BYTES]:
         return None, "binary content (NUL bytes)"
     try:
-        return data.decode("utf-8"), ""
+        text = data.decode("utf-8")
+        note = ""
     except UnicodeDecodeError:
-        pass
-    try:
-        text = data.decode("cp1252")
-    except UnicodeDecodeError:
-        return None, "not UTF-8 and not decodable as cp1252"
-    controls = sum(1 for char in text[:SNIFF_BYTES] if ord(char) < 32 and char not in "\t\n\r\f\v")
-    if controls > max(2, len(text[:SNIFF_BYTES]) // 100):
-        return None, "not UTF-8 text (looks binary)"
-    return text, "decoded as cp1252 (not valid UTF-8)"
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError:
+            return None, "not UTF-8 and not decodable as cp1252"
+        note = "decoded as cp1252 (not valid UTF-8)"
+    sample = text[:SNIFF_BYTES]
+    controls = sum(1 for char in sample if ord(char) < 32 and char not in "\t\n\r\f\v\x1b")
+    if controls > max(2, len(sample) // 100):
+        return None, "binary content (control characters)" if not note else "not UTF-8 text (looks binary)"
+    return text, note
 
 
 def looks_binary(data: bytes) -> bool:
