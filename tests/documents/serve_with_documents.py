@@ -19,9 +19,14 @@ def build(config, progress):
     if "documents" in names:
         return built
     if "embed" not in names:
-        from pirag.daemon.embed.fake import FakeEmbedder
+        if config.embed.model == "fake":
+            from pirag.daemon.embed.fake import FakeEmbedder
 
-        built.append(FakeEmbedder())
+            built.append(FakeEmbedder())
+        else:
+            from pirag.daemon.embed.engine import EmbedEngine
+
+            built.append(EmbedEngine(config.embed, state_dir=config.state_path, progress=progress))
     by_name = {component.name: component for component in built}
     if "db" not in by_name:
         from pirag.daemon.store.sqlite_pool import Database
