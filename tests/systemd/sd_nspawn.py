@@ -100,7 +100,13 @@ class Container:
                 raise RuntimeError(f"no systemd in the container after 60 s: {self.log_tail()}")
             self.pid1 = self._find_systemd(self.process.pid)
             time.sleep(0.05)
-        state = self.run("systemctl", "is-system-running", "--wait", timeout=120, check=False).stdout.strip()
+        state = ""
+        while not state:  # until PID 1's private bus is up, systemctl cannot even ask
+            state = self.run("systemctl", "is-system-running", "--wait", timeout=120, check=False).stdout.strip()
+            if not state:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
         if state not in ("running", "degraded"):
             raise RuntimeError(f"container state {state!r}: {self.log_tail()}")
         self.timings["boot_s"] = time.monotonic() - started
