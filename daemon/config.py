@@ -64,6 +64,7 @@ class StoreConfig(_Section):
     busy_timeout_ms: PositiveInt = 10_000
     synchronous: Literal["NORMAL", "FULL"] = "FULL"   # FULL: an acknowledged write survives power loss
     quick_check: bool = True                 # PRAGMA quick_check at start; refuse to start on a damaged file
+    group_commit_max: PositiveInt = 64       # queued writes sharing one transaction (each in a SAVEPOINT); 1: off
     sqlite_cache_mb: PositiveInt = 16        # page cache per connection
     sqlite_mmap_mb: NonNegInt = 64           # memory-mapped reads per connection; 0 disables
     wal_autocheckpoint_pages: PositiveInt = 1000

@@ -210,9 +210,9 @@ class Episodes:
     async def _indexer(self) -> None:
         memory = self.memory
         try:
-            counts = await memory.db.read(lambda conn: episode_rows.counts_by_project(conn, memory.model_id))
-            for project, expected in counts.items():
-                await self.vectors.ensure(project, expected, memory.model_id)
+            from .memory import check_index
+
+            await check_index(self.vectors, episode_rows, memory.model_id)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -94,6 +94,8 @@ class MemoryService:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
+        for side in (self.fact_vectors, self.episodes.vectors):
+            await side.stop()
 
     def reload(self, config: Config) -> None:
         self.zone = zone_from_config(config.memory.timezone)
@@ -203,7 +205,7 @@ class MemoryService:
             self.counts["duplicates"] += 1
             return RememberResult(fact=fact, created=False, duplicate="exact")
         self.cache.bump(project)
-        await self.fact_vectors.upsert(project, [fact.id], vector[None, :])
+        self.fact_vectors.queue_upsert(project, [fact.id], vector[None, :])
         self.counts["remembered"] += 1
         return RememberResult(fact=fact, created=True, duplicate="near" if near_hits else "",
                               near_duplicates=near_hits)
@@ -270,7 +272,7 @@ class MemoryService:
             importance=importance, metadata=metadata, model_id=model_id, vector=vector))
         self.cache.bump(fact.project)
         if vector is not None:
-            await self.fact_vectors.upsert(fact.project, [fact.id], vector[None, :])
+            self.fact_vectors.queue_upsert(fact.project, [fact.id], vector[None, :])
         self.counts["updated"] += 1
         return fact, previous
 
@@ -423,15 +425,21 @@ class MemoryService:
                 await self.db.write(lambda conn: fact_rows.set_vectors(
                     conn, model_id, [(row[0], vectors[i]) for i, row in enumerate(stale)]))
                 self.counts["reembedded"] += len(stale)
-            counts = await self.db.read(lambda conn: fact_rows.counts_by_project(conn, model_id))
-            for project, expected in counts.items():
-                outcome = await self.fact_vectors.ensure(project, expected, model_id)
-                if outcome == "rebuilt":
-                    log.info("memory: rebuilt the fact index of project %r (%d facts)", project, expected)
+            await check_index(self.fact_vectors, fact_rows, model_id)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("memory: fact index maintenance failed; recall uses exact search meanwhile")
+
+
+async def check_index(side: VectorSide, rows: Any, model_id: str) -> None:
+    """Bring every collection of ``side`` in step with SQLite, then trust collections made later."""
+    counts = await side.db.read(lambda conn: rows.counts_by_project(conn, model_id))
+    for project, expected in counts.items():
+        outcome = await side.ensure(project, expected, model_id)
+        if outcome == "rebuilt":
+            log.info("memory: rebuilt the %s index of project %r (%d vectors)", side.kind, project, expected)
+    side.checked = True
 
 
 def fuse(vector_hits: list[tuple[str, float]], keyword_ids: list[str], k: int,

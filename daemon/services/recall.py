@@ -9,6 +9,7 @@ index at all) the exact search over SQLite serves, so recall never depends on th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -54,9 +55,27 @@ class VectorSide:
         self.db = db
         self.vectors = vectors
         self.ready: set[str] = set()        # collections known to agree with SQLite
+        # Set once the start-up check has visited every collection SQLite has vectors for: from then on a
+        # collection not in ``broken`` is trusted (new ones are created by their first upsert).
+        self.checked = False
+        self.broken: set[str] = set()
         self.exact_searches = 0
         self.index_searches = 0
         self.index_errors = 0
+        # Vectors committed to SQLite but not yet in the index (collection -> id -> vector): single upserts
+        # into Chroma cost tens of milliseconds, so they are coalesced by a flusher task; searches look at
+        # these exactly, so a fact is found by vector the moment it is acknowledged.
+        self._pending: dict[str, dict[str, np.ndarray]] = {}
+        self._inflight: dict[str, dict[str, np.ndarray]] = {}
+        self._flush_wake: asyncio.Event | None = None
+        self._flusher: asyncio.Task[None] | None = None
+
+    def trusted(self, collection: str) -> bool:
+        return collection in self.ready or (self.checked and collection not in self.broken)
+
+    def distrust(self, collection: str) -> None:
+        self.ready.discard(collection)
+        self.broken.add(collection)
 
     def collection(self, project: str) -> str:
         assert self.vectors is not None
@@ -75,7 +94,7 @@ class VectorSide:
         fetch = k * 10 if where.selective else k
         for project in projects:
             collection = self.collection(project)
-            if collection not in self.ready:
+            if not self.trusted(collection):
                 project_where = Filter(where.alias, list(where.clauses), list(where.params))
                 project_where.add("{a}.project = ?", project)
                 candidates = await self.db.read(
@@ -87,11 +106,16 @@ class VectorSide:
                 found = await self.vectors.query(collection, vector, fetch)
             except Exception:
                 self.index_errors += 1
-                self.ready.discard(collection)  # the next search goes exact; the indexer rebuilds it
+                self.distrust(collection)  # the next searches go exact until it is rebuilt
                 log.exception("vector index query on %s failed; falling back to exact search", collection)
                 return await self.search(projects, vector, k, where, model_id)
             self.index_searches += 1
             hits += [(id_, 1.0 - distance) for id_, distance in found]
+            unindexed = {**self._inflight.get(collection, {}), **self._pending.get(collection, {})}
+            if unindexed:
+                seen = {hit[0] for hit in hits}
+                hits += [hit for hit in top_k(list(unindexed), np.stack(list(unindexed.values())), vector, fetch)
+                         if hit[0] not in seen]
         if not hits:
             return []
         present = await self.db.read(lambda conn: self.store.seqs_for_ids(conn, [h[0] for h in hits], where))
@@ -107,18 +131,68 @@ class VectorSide:
             await self.vectors.upsert(collection, ids, vectors, None)
         except Exception:
             self.index_errors += 1
-            self.ready.discard(collection)
+            self.distrust(collection)
             log.exception("vector index upsert on %s failed; it will be rebuilt from SQLite", collection)
+
+    def queue_upsert(self, project: str, ids: list[str], vectors: np.ndarray) -> None:
+        """Add vectors to the index soon (the flusher coalesces them); searches see them at once."""
+        if self.vectors is None or not ids:
+            return
+        self._pending.setdefault(self.collection(project), {}).update(zip(ids, vectors))
+        if self._flusher is None or self._flusher.done():
+            self._flush_wake = asyncio.Event()
+            self._flusher = asyncio.create_task(self._flush_loop(), name=f"pirag-{self.kind}-index-flusher")
+        assert self._flush_wake is not None
+        self._flush_wake.set()
+
+    async def _flush_loop(self) -> None:
+        assert self._flush_wake is not None
+        while True:
+            await self._flush_wake.wait()
+            self._flush_wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write every queued vector to the index now."""
+        while self._pending:
+            collection, items = self._pending.popitem()
+            if not items:
+                continue
+            self._inflight[collection] = items
+            try:
+                await self.vectors.upsert(collection, list(items), np.stack(list(items.values())), None)
+            except Exception:
+                self.index_errors += 1
+                self.distrust(collection)
+                log.exception("vector index upsert on %s failed; exact search serves it until it is rebuilt",
+                              collection)
+            finally:
+                self._inflight.pop(collection, None)
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._flusher = None
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("final flush of the %s index failed; it is rebuilt from SQLite at start", self.kind)
 
     async def delete(self, project: str, ids: list[str]) -> None:
         if self.vectors is None or not ids:
             return
         collection = self.collection(project)
+        for id_ in ids:
+            self._pending.get(collection, {}).pop(id_, None)
         try:
             await self.vectors.delete(collection, ids)
         except Exception:
             self.index_errors += 1
-            self.ready.discard(collection)
+            self.distrust(collection)
             log.exception("vector index delete on %s failed; it will be rebuilt from SQLite", collection)
 
     async def drop(self, project: str) -> None:
@@ -126,6 +200,7 @@ class VectorSide:
             return
         collection = self.collection(project)
         self.ready.discard(collection)
+        self._pending.pop(collection, None)
         await self.vectors.drop(collection)
 
     async def ensure(self, project: str, expected: int, model_id: str) -> str:
@@ -145,6 +220,7 @@ class VectorSide:
 
         outcome = await self.vectors.ensure(collection, expected, load)
         self.ready.add(collection)
+        self.broken.discard(collection)
         return outcome
 
 

@@ -191,3 +191,35 @@ def test_online_backup_while_writing(tmp_path: Path) -> None:
         copy.close()
 
     run(main())
+
+
+def test_group_commit_keeps_each_write_atomic(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(make_config(tmp_path, store={"group_commit_max": 64}))
+        db.register_migrations("test", SCHEMA)
+        await db.start()
+        try:
+            gate = threading.Event()
+            blocker = asyncio.ensure_future(db.write(lambda c: gate.wait(5)))
+            await asyncio.sleep(0.05)
+
+            def good(value: str):
+                return lambda c: c.execute("INSERT INTO item (value) VALUES (?)", (value,)).lastrowid
+
+            def bad(c: sqlite3.Connection) -> None:
+                c.execute("INSERT INTO item (value) VALUES ('half')")
+                raise ValueError("this one fails alone")
+
+            futures = [asyncio.ensure_future(db.write(good("a"))), asyncio.ensure_future(db.write(bad)),
+                       asyncio.ensure_future(db.write(good("b")))]
+            await asyncio.sleep(0.05)  # all three are queued behind the blocker: they form one group
+            gate.set()
+            await blocker
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            assert isinstance(results[1], ValueError) and isinstance(results[0], int) and isinstance(results[2], int)
+            values = await db.read(lambda c: [r[0] for r in c.execute("SELECT value FROM item ORDER BY id")])
+            assert values == ["a", "b"]
+        finally:
+            await db.close()
+
+    run(main())

@@ -1,0 +1,162 @@
+"""Memory benchmark: remember / recall latency with a large fact store, log_episode throughput, timeline latency.
+
+Talks to a running daemon through ``pirag.client`` only (DESIGN.md: stress never imports daemon code).
+
+    python -m pirag.stress.memory_bench --socket /tmp/x/s.sock --facts 100000
+
+Setup: the store is filled to ``--facts`` facts in the bench project through ``import_memory`` (the bulk-load
+path: batches of records, embedded in batches by the daemon) unless it already holds them. The measured
+``remember`` calls are then ordinary single calls over the socket, embedding included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+
+from pirag.client import AsyncClient, Client
+from pirag.client.protocol.memory import ExportedFact
+
+_WORDS = ("server backup network printer router kitchen garden invoice meeting deadline python rust database "
+          "camera battery solar panel roof window door garage bicycle train ticket hotel passport doctor dentist "
+          "birthday recipe coffee tea bread cheese wine laptop phone tablet cable charger monitor keyboard mouse "
+          "desk chair lamp plant cat dog neighbour school teacher homework exam holiday beach mountain river "
+          "lake forest city village museum concert guitar piano violin drum song movie book author poem").split()
+
+
+def sentence(rng: random.Random, words: int = 12) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(words)) + f" #{rng.randrange(10**9)}"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def show(name: str, samples: Sequence[float]) -> None:
+    print(f"{name:<28} p50 {percentile(samples, 0.5) * 1000:8.2f} ms   p99 {percentile(samples, 0.99) * 1000:8.2f} ms"
+          f"   mean {statistics.fmean(samples) * 1000:8.2f} ms   n={len(samples)}", flush=True)
+
+
+def count_facts(client: Client, project: str) -> int:
+    total, cursor = 0, ""
+    while True:
+        page = client.export_memory(what="facts", project=project, cursor=cursor, limit=4096)
+        total += len(page.records)
+        if not page.next_cursor:
+            return total
+        cursor = page.next_cursor
+
+
+def bulk_load(client: Client, project: str, target: int, batch: int, rng: random.Random) -> None:
+    have = count_facts(client, project)
+    if have >= target:
+        print(f"setup: {project!r} already holds {have} facts", flush=True)
+        return
+    started = time.perf_counter()
+    now = time.time()
+    loaded = have
+    while loaded < target:
+        size = min(batch, target - loaded)
+        records = [ExportedFact(id=f"f_bench{loaded + i:09d}{rng.randrange(16**6):06x}", project=project,
+                                content=sentence(rng), tags=[rng.choice(_WORDS)], created_at=now, updated_at=now)
+                   for i in range(size)]
+        result = client.import_memory(records)
+        loaded += result.facts
+        if result.facts == 0:
+            break
+        rate = (loaded - have) / (time.perf_counter() - started)
+        print(f"\rsetup: bulk-loaded {loaded}/{target} facts ({rate:.0f}/s)", end="", flush=True)
+    print(f"\nsetup: {loaded - have} facts in {time.perf_counter() - started:.1f} s (import_memory bulk path)",
+          flush=True)
+
+
+async def episode_throughput(socket: str | None, clients: int, per_client: int, project: str) -> float:
+    async def one(index: int) -> None:
+        async with AsyncClient(socket) as client:
+            for n in range(per_client):
+                await client.log_episode(f"bench client {index} step {n} did something", session=f"bench-{index}",
+                                         project=project, kind="action")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(clients)))
+    return clients * per_client / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="memory_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", help="daemon socket (default: $PIRAG_SOCKET or the standard path)")
+    parser.add_argument("--facts", type=int, default=100_000, help="facts in the store before measuring")
+    parser.add_argument("--project", default="bench")
+    parser.add_argument("--batch", type=int, default=2000, help="records per import_memory call during setup")
+    parser.add_argument("--samples", type=int, default=300, help="calls measured per operation")
+    parser.add_argument("--clients", type=int, default=20, help="concurrent clients for log_episode")
+    parser.add_argument("--episodes-per-client", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    rng = random.Random(args.seed)
+
+    with Client(args.socket, timeout=600) as client:
+        status = client.status()
+        embed = status.components.get("embed", {})
+        print(f"daemon pid {status.pid}, embed model {embed.get('model_id', '?')}, "
+              f"db synchronous={status.components.get('db', {}).get('synchronous', '?')}", flush=True)
+        bulk_load(client, args.project, args.facts, args.batch, rng)
+
+        remember: list[float] = []
+        for _ in range(args.samples):
+            text = sentence(rng)
+            started = time.perf_counter()
+            client.remember(text, project=args.project, tags=[rng.choice(_WORDS)])
+            remember.append(time.perf_counter() - started)
+        show("remember", remember)
+
+        recall: list[float] = []
+        for _ in range(args.samples):
+            query = " ".join(rng.choice(_WORDS) for _ in range(4)) + f" {rng.randrange(10**6)}"
+            started = time.perf_counter()
+            client.recall(query, project=args.project, k=8)
+            recall.append(time.perf_counter() - started)
+        show("recall (hybrid, k=8)", recall)
+
+        filtered: list[float] = []
+        for _ in range(args.samples // 3):
+            query = " ".join(rng.choice(_WORDS) for _ in range(4)) + f" {rng.randrange(10**6)}"
+            started = time.perf_counter()
+            client.recall(query, project=args.project, tags=[rng.choice(_WORDS)], k=8)
+            filtered.append(time.perf_counter() - started)
+        show("recall (tag filter)", filtered)
+
+    rate = asyncio.run(episode_throughput(args.socket, args.clients, args.episodes_per_client, args.project))
+    print(f"{'log_episode':<28} {rate:8.0f} episodes/s with {args.clients} concurrent clients "
+          f"({args.clients * args.episodes_per_client} episodes)", flush=True)
+
+    with Client(args.socket) as client:
+        timeline: list[float] = []
+        for n in range(args.samples):
+            started = time.perf_counter()
+            client.timeline(session=f"bench-{n % args.clients}", limit=20)
+            timeline.append(time.perf_counter() - started)
+        show("timeline (session, 20)", timeline)
+        project_timeline: list[float] = []
+        for _ in range(args.samples):
+            started = time.perf_counter()
+            client.timeline(project=args.project, when="today", limit=20)
+            project_timeline.append(time.perf_counter() - started)
+        show("timeline (project, today)", project_timeline)
+        ping: list[float] = []
+        for _ in range(args.samples):
+            started = time.perf_counter()
+            client.ping()
+            ping.append(time.perf_counter() - started)
+        show("ping (socket floor)", ping)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
