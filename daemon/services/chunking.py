@@ -350,6 +350,8 @@ def chunk_segments(segments: list[Segment], count_tokens: TokenCounter, chunk_to
         if not lines:
             heading = seg.heading
             limit = limit_for(heading)
+        elif not heading and seg.heading:   # preamble (imports, intro) merged into the first named unit
+            heading = seg.heading
         if used + seg_tokens <= limit:
             lines.extend(zip(range(seg.start, seg.start + len(seg.lines)), seg.lines, seg_counts))
             used += seg_tokens
