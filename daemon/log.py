@@ -18,9 +18,15 @@ from typing import Any, TextIO
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+_second_cache: list[object] = [None, ""]
+
+
 def _timestamp(now: float | None = None) -> str:
     now = time.time() if now is None else now
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+    second = int(now)
+    if _second_cache[0] != second:  # strftime once a second, not once a request
+        _second_cache[0], _second_cache[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
+    return f"{_second_cache[1]}.{int(now % 1 * 1000):03d}"
 
 
 class _PipeFormatter(logging.Formatter):

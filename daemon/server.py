@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,10 @@ from pirag.client.protocol.core import HelloResult, LatencySummary, PingResult, 
 from pirag.client.version import __version__
 
 from . import systemd
-from .app import App, Peer, RequestContext
+from .app import App, RequestContext
 from .config import RELOADABLE, Config, ConfigError, load_config, summary
-from .endpoint import Endpoint, adopt_endpoint, bind_endpoint, peer_allowed, peer_of
+from .connection import Connection
+from .endpoint import Endpoint, adopt_endpoint, bind_endpoint
 from .log import RequestLog, metric_line, set_level
 from .metrics import Metrics
 
@@ -74,21 +76,6 @@ def explain_decode_failure(body: bytes, exc: msgspec.ValidationError) -> tuple[i
     return request_id, errors.INVALID_ARGUMENT, f"bad arguments for {envelope.op}: {exc}"
 
 
-class Connection:
-    __slots__ = ("reader", "writer", "peer", "tasks", "label")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer):
-        self.reader = reader
-        self.writer = writer
-        self.peer = peer
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.label = peer.describe()
-
-    def send(self, data: bytes) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(data)
-
-
 class Server:
     """Owns the lifecycle: bind, start components, serve, reload, drain and stop."""
 
@@ -112,6 +99,10 @@ class Server:
         self._reload_requested = False
         self._tick_task: asyncio.Task[None] | None = None
         self._unexpected: list[BaseException] = []
+        self.log = log
+        self._pong = PingResult()
+        self._inline: dict[str, Callable[[], Any]] = {"ping": lambda: self._pong, "hello": self._hello,
+                                                      "status": self._status}
 
     # ----- lifecycle -------------------------------------------------------------------------------------
 
@@ -120,8 +111,7 @@ class Server:
         loop.set_exception_handler(self._loop_exception)
         self._bind()
         assert self.endpoint is not None
-        self._server = await asyncio.start_unix_server(
-            self._serve_connection, sock=self.endpoint.sock, limit=1 << 16)
+        self._server = await loop.create_unix_server(lambda: Connection(self), sock=self.endpoint.sock)
         log.info("listening on %s (pid %d, protocol %d, version %s)", self.endpoint.path, os.getpid(),
                  PROTOCOL_VERSION, __version__)
         self._install_signals()
@@ -189,7 +179,7 @@ class Server:
         for connection in list(self.connections):
             for task in connection.tasks:
                 task.cancel()
-            connection.writer.close()
+            connection.close()
         await self.app.close()
         if self._tick_task is not None:
             self._tick_task.cancel()
@@ -223,6 +213,7 @@ class Server:
             now = loop.time()
             self.metrics.lag.add(now - expected)
             self.request_log.flush()
+            self._check_timeouts()
             if watchdog is not None and now - last_ping >= watchdog:
                 self.notifier.watchdog_ping()  # from the loop itself: a stalled loop stops the pings
                 last_ping = now
@@ -236,6 +227,16 @@ class Server:
             if interval and now - last_metrics >= interval:
                 metric_line(self._metric_figures())
                 last_metrics = now
+
+    def _check_timeouts(self) -> None:
+        limits = self.config.server
+        now = time.monotonic()
+        for connection in list(self.connections):
+            reason = connection.check_timeouts(now, limits.idle_timeout_s, limits.frame_timeout_s)
+            if reason == "frame_timeout":  # idle closes are normal housekeeping, not errors
+                log.warning("closed %s: a frame did not arrive whole within %.1f s", connection.label,
+                            limits.frame_timeout_s)
+                self.metrics.errors_by_code[reason] += 1
 
     def _status_line(self, elapsed: float | None = None) -> str:
         rate = self.metrics.requests_since_last() / elapsed if elapsed else 0.0
@@ -275,75 +276,16 @@ class Server:
                  ignored or "nothing")
         self.notifier.ready(self._status_line())
 
-    # ----- connections -----------------------------------------------------------------------------------
+    # ----- requests -------------------------------------------------------------------------------------
 
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        peer = peer_of(sock)
-        limits = self.config.server
-        if len(self.connections) >= limits.max_connections:
-            self.metrics.errors_by_code[errors.BUSY] += 1
-            writer.write(error_frame(None, errors.BUSY, f"too many connections (max {limits.max_connections})"))
-            await self._close_writer(writer)
-            return
-        if limits.check_peers and not peer_allowed(sock, peer, limits.allowed_uids, limits.allowed_gids):
-            log.warning("refused peer %s: not in allowed_uids/allowed_gids", peer.describe())
-            self.metrics.errors_by_code[errors.FORBIDDEN] += 1
-            writer.write(error_frame(None, errors.FORBIDDEN,
-                                     f"uid {peer.uid} is not allowed to use this pirag daemon"))
-            await self._close_writer(writer)
-            return
-        connection = Connection(reader, writer, peer)
-        self.connections.add(connection)
-        self.metrics.connections_total += 1
-        try:
-            await self._read_requests(connection)
-        except (ConnectionError, OSError):
-            pass  # the peer vanished: its in-flight requests finish and their replies are dropped
-        finally:
-            self.connections.discard(connection)
-            await self._close_writer(writer)
-
-    async def _read_requests(self, connection: Connection) -> None:
-        reader = connection.reader
-        limits = self.config.server
-        while not self._stop.is_set():
-            try:
-                async with asyncio.timeout(limits.idle_timeout_s):
-                    first = await reader.read(1)
-            except TimeoutError:
-                return
-            if not first:
-                return  # clean goodbye between frames
-            try:
-                async with asyncio.timeout(limits.frame_timeout_s):
-                    header = first + await reader.readexactly(HEADER.size - 1)
-                    (length,) = HEADER.unpack(header)
-                    if length > limits.max_frame_bytes:
-                        self._connection_error(connection, errors.FRAME_TOO_LARGE,
-                                               f"frame of {length} bytes exceeds the limit of "
-                                               f"{limits.max_frame_bytes} bytes",
-                                               {"length": length, "limit": limits.max_frame_bytes})
-                        return
-                    body = await reader.readexactly(length)
-            except TimeoutError:
-                log.warning("closing %s: a frame did not arrive whole within %.1f s", connection.label,
-                            limits.frame_timeout_s)
-                self.metrics.errors_by_code["frame_timeout"] += 1
-                return
-            except asyncio.IncompleteReadError:
-                return  # the peer closed inside a frame
-            if not self._dispatch(connection, body):
-                return
-
-    def _connection_error(self, connection: Connection, code: str, message: str,
-                          details: dict[str, Any] | None = None) -> None:
+    def connection_error(self, connection: Connection, code: str, message: str,
+                         details: dict[str, Any] | None = None) -> None:
         self.metrics.errors_by_code[code] += 1
         self.request_log.record(connection.label, "-", None, 0.0, code)
         connection.send(error_frame(None, code, message, details))
 
-    def _dispatch(self, connection: Connection, body: bytes) -> bool:
-        """Decode one frame and start its request; False when the connection must close."""
+    def dispatch(self, connection: Connection, body: bytes) -> bool:
+        """Decode one frame and answer or start it; False when the connection must close."""
         try:
             request = _request_decoder.decode(body)
         except msgspec.ValidationError as exc:
@@ -354,9 +296,15 @@ class Server:
             return True
         except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
             # msgspec reports invalid UTF-8 in a string as UnicodeDecodeError, not DecodeError
-            self._connection_error(connection, errors.MALFORMED_FRAME, f"the frame is not valid msgpack: {exc}")
+            connection.refuse(errors.MALFORMED_FRAME, f"the frame is not valid msgpack: {exc}")
             return False
         op = type(request).__struct_config__.tag
+        inline = self._inline.get(op)
+        if inline is not None:  # core ops are answered at once: no task, no await
+            self.metrics.requests_by_op[op] += 1
+            connection.send(encode_frame(Reply(id=request.id, result=inline())))
+            self.request_log.record(connection.label, op, request.id, 0.0, "ok")
+            return True
         limits = self.config.server
         if len(connection.tasks) >= limits.max_inflight_per_connection or self.inflight >= limits.max_inflight_total:
             self.metrics.errors_by_code[errors.BUSY] += 1
@@ -396,18 +344,8 @@ class Server:
                 self.metrics.errors_by_code[outcome] += 1
             self.request_log.record(connection.label, op, request.id, (time.perf_counter() - started) * 1000,
                                     outcome)
-        try:
-            await connection.writer.drain()  # backpressure: a slow reader slows its own requests only
-        except (ConnectionError, OSError):
-            pass
 
     async def _call(self, connection: Connection, op: str, request: Any) -> Any:
-        if op == "ping":
-            return PingResult()
-        if op == "hello":
-            return self._hello()
-        if op == "status":
-            return self._status()
         handler = self.app.handlers.get(op)
         if handler is None:
             if not self.ready:
@@ -437,14 +375,6 @@ class Server:
             loop_lag=LatencySummary(**lag), rss_bytes=_rss_bytes(),
             socket=str(self.endpoint.path if self.endpoint else self.config.socket_path),
             state_dir=str(self.config.state_path), config=summary(self.config), components=components)
-
-    @staticmethod
-    async def _close_writer(writer: asyncio.StreamWriter) -> None:
-        writer.close()
-        try:
-            await writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 def _rss_bytes() -> int:

@@ -152,11 +152,13 @@ def test_too_many_in_flight_is_busy(daemon_factory) -> None:
     handle = daemon_factory("inflight", {"embed": {"model": "fake"},
                                          "server": {"max_inflight_per_connection": 1}})
     with raw_connect(handle) as sock:
-        burst = b"".join(frame(msgspec.msgpack.encode({"id": i, "op": "status"})) for i in range(1, 201))
+        # ping/hello/status are answered inline; an op served by a task is what in-flight limits count.
+        burst = b"".join(frame(msgspec.msgpack.encode({"id": i, "op": "embed", "args": {"texts": ["x"]}}))
+                         for i in range(1, 201))
         sock.sendall(burst)
-        codes = [(_decode(recv_frame(sock, 1 << 20))).error for _ in range(200)]
-        busy = [error for error in codes if error is not None]
-        assert busy and all(error.code == "busy" for error in busy)
+        codes = [(_decode(recv_frame(sock, 1 << 20))).error.code for _ in range(200)]
+        assert "busy" in codes
+        assert set(codes) <= {"busy", "unavailable"}  # the fake-model daemon serves no embed op
         assert exchange(sock, {"id": 999, "op": "ping"}).error is None
 
 

@@ -1,0 +1,38 @@
+"""``pirag-stress``: one subcommand per benchmark or scenario, each in its own module (imported lazily)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module, one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ping": ("ping_bench", "ping round trip vs a bare uvloop+msgspec echo server (IPC floor)"),
+    "embed-bench": ("embed_bench", "embedding throughput and latency vs naive llama-cpp-python (and torch)"),
+    "ingest-bench": ("ingest_bench", "ingestion throughput and search latency over the socket"),
+    "memory-bench": ("memory_bench", "remember/recall/log_episode/timeline latency and throughput"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: pirag-stress COMMAND [options]   (pirag-stress COMMAND --help for its options)", "",
+             "commands:"]
+    lines += [f"  {name:<18} {description}" for name, (_, description) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"pirag-stress: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
