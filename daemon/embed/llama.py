@@ -57,8 +57,8 @@ def _init_backend() -> None:
 
         @llama_cpp.llama_log_callback
         def route(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-            # ggml levels: 1 info, 2 warn, 3 error, 4 debug, 5 continuation. Only errors matter in pirag's log.
-            if level == 3:
+            # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Only errors matter in pirag's log.
+            if level == 4:
                 log.warning("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
 
         _log_callback = route
