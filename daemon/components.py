@@ -1,4 +1,7 @@
-"""Which components the daemon runs, in start order (stores first, services last)."""
+"""Which components the daemon runs, in start order: stores first, the model, then the services.
+
+Stopping closes them in reverse order, so the services finish with the stores still open.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,15 @@ from .config import Config
 def build_components(config: Config, progress: Callable[[str], None]) -> list[Component]:
     """``progress`` reports long start-up steps (the first import of the default model) to the log,
     to ``status`` and to systemd (which then extends its start timeout)."""
-    components: list[Component] = []
-    if config.embed.model == "fake":
-        from .embed.fake import FakeEmbedder
+    from .embed import build_embedder
+    from .services.documents import DocumentService
+    from .services.memory import MemoryService
+    from .store.sqlite_pool import Database
+    from .store.vectors import VectorIndex
 
-        components.append(FakeEmbedder())
-    return components
+    db = Database(config)
+    embed = build_embedder(config, config.state_path, progress)
+    vectors = VectorIndex(config)
+    memory = MemoryService(config, db, embed, vectors)
+    documents = DocumentService(config, db, vectors, embed)
+    return [db, embed, vectors, memory, documents]
