@@ -54,6 +54,7 @@ class IngestResult(Result):
     chunks_total: int = 0
     chunks_embedded: int = 0
     chunks_reused: int = 0
+    tokens: int = 0                   # tokens of the chunks written (the model's tokenizer)
     skipped: list[Skipped] = []
     errors: list[Skipped] = []
     seconds: float = 0.0

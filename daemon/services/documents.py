@@ -183,7 +183,7 @@ class DocumentService:
             job_id=run.job_id, state=state, files_total=run.files_total, files_done=run.files_done,
             sources_added=run.added, sources_updated=run.updated, sources_unchanged=run.unchanged,
             sources_removed=run.removed, chunks_total=run.chunks_done, chunks_embedded=run.chunks_embedded,
-            chunks_reused=run.chunks_reused, skipped=[Skipped(source=s, reason=r) for s, r in run.skipped],
+            chunks_reused=run.chunks_reused, tokens=run.tokens, skipped=[Skipped(source=s, reason=r) for s, r in run.skipped],
             errors=[Skipped(source=s, reason=r) for s, r in run.errors],
             seconds=round((run.finished_at or time.time()) - run.started_at, 3))
 
