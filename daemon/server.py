@@ -208,10 +208,10 @@ class Server:
         watchdog = self.notifier.watchdog_interval()
         last_ping = last_status = last_metrics = loop.time()
         while True:
-            expected = loop.time() + TICK_S
+            expected = time.perf_counter() + TICK_S  # perf_counter: uvloop's loop.time() has 1 ms steps
             await asyncio.sleep(TICK_S)
+            self.metrics.lag.add(time.perf_counter() - expected)
             now = loop.time()
-            self.metrics.lag.add(now - expected)
             self.request_log.flush()
             self._check_timeouts()
             if watchdog is not None and now - last_ping >= watchdog:
