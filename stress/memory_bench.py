@@ -29,8 +29,28 @@ _WORDS = ("server backup network printer router kitchen garden invoice meeting d
           "lake forest city village museum concert guitar piano violin drum song movie book author poem").split()
 
 
-def sentence(rng: random.Random, words: int = 12) -> str:
-    return " ".join(rng.choice(_WORDS) for _ in range(words)) + f" #{rng.randrange(10**9)}"
+_SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "be", "do", "fa", "gu", "hi", "ja", "ze", "po")
+
+
+def _vocabulary(size: int = 20_000) -> tuple[list[str], list[float]]:
+    """Real words plus pseudo-words with Zipf-like frequencies: keyword search meets realistic posting lists
+    (a tiny vocabulary would make every word match a sixth of the corpus)."""
+    rng = random.Random(1)
+    words = list(_WORDS)
+    while len(words) < size:
+        words.append("".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4))))
+    return words, [1.0 / (rank + 10) for rank in range(len(words))]
+
+
+_VOCABULARY, _WEIGHTS = _vocabulary()
+
+
+def words(rng: random.Random, count: int) -> list[str]:
+    return rng.choices(_VOCABULARY, weights=_WEIGHTS, k=count)
+
+
+def sentence(rng: random.Random, count: int = 12) -> str:
+    return " ".join(words(rng, count)) + f" #{rng.randrange(10**9)}"
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -118,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
         recall: list[float] = []
         for _ in range(args.samples):
-            query = " ".join(rng.choice(_WORDS) for _ in range(4)) + f" {rng.randrange(10**6)}"
+            query = " ".join(words(rng, 4))
             started = time.perf_counter()
             client.recall(query, project=args.project, k=8)
             recall.append(time.perf_counter() - started)
@@ -126,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
         filtered: list[float] = []
         for _ in range(args.samples // 3):
-            query = " ".join(rng.choice(_WORDS) for _ in range(4)) + f" {rng.randrange(10**6)}"
+            query = " ".join(words(rng, 4))
             started = time.perf_counter()
             client.recall(query, project=args.project, tags=[rng.choice(_WORDS)], k=8)
             filtered.append(time.perf_counter() - started)

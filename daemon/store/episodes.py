@@ -73,7 +73,7 @@ def seqs_for_ids(conn: sqlite3.Connection, ids: Sequence[str], where: Filter) ->
     if not ids:
         return {}
     rows = conn.execute(f"SELECT e.id, e.seq FROM episode e WHERE e.id IN ({','.join('?' * len(ids))}) "
-                        f"AND {where.sql}", [*ids, *where.params])
+                        f"AND {where.sql_by_id}", [*ids, *where.params])
     return dict(rows.fetchall())
 
 
