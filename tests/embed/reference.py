@@ -44,7 +44,12 @@ class ReferenceBert:
         self.weights = {name.removeprefix("bert."): tensor.astype(np.float64)
                         for name, tensor in load_file(str(root / "model.safetensors")).items()
                         if tensor.dtype.kind == "f"}
-        self.tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
+        if (root / "tokenizer.json").exists():
+            self.tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
+        else:   # vocab.txt only (as bge ships it too): the tokenizers library's own BERT WordPiece pipeline
+            from tokenizers.implementations import BertWordPieceTokenizer
+
+            self.tokenizer = BertWordPieceTokenizer(str(root / "vocab.txt"), lowercase=True)
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_seq_length)
 

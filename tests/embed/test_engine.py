@@ -1,0 +1,205 @@
+"""The engine's pool, micro-batching, cache and failure handling, in-process with the real model (q8_0)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pirag.client import errors
+from pirag.client.protocol.embed import EmbedArgs
+from pirag.daemon.config import Config, EmbedConfig
+from pirag.daemon.embed import FakeEmbedder, build_embedder
+from pirag.daemon.embed.engine import EmbedEngine, pool_shape
+
+from .texts import docstring_texts
+
+
+async def _started(path, **config) -> EmbedEngine:  # noqa: ANN001
+    engine = EmbedEngine(EmbedConfig(model=str(path), **config))
+    await engine.start()
+    return engine
+
+
+def test_concurrent_calls_match_sequential_results_and_share_batches(gguf_models) -> None:  # noqa: ANN001
+    texts = docstring_texts(24)
+
+    async def scenario() -> None:
+        engine = await _started(gguf_models["q8_0"], contexts=2, threads_per_context=1, cache_entries=0)
+        try:
+            sequential = np.stack([(await engine.embed([text]))[0] for text in texts])
+            batches_before = engine.batches
+            loop_ticks = 0
+            stop = asyncio.Event()
+
+            async def ticker() -> None:   # the loop keeps running while the contexts work
+                nonlocal loop_ticks
+                while not stop.is_set():
+                    loop_ticks += 1
+                    await asyncio.sleep(0.001)
+
+            tick = asyncio.create_task(ticker())
+            results = await asyncio.gather(*[engine.embed([text]) for text in texts],
+                                           engine.embed(texts[::-1]))
+            stop.set()
+            await tick
+            concurrent = np.concatenate(results[:-1])
+            # q8_0 kernels differ slightly between one row and a pack (cosine 0.9998 seen), rows must not mix up.
+            assert ((concurrent * sequential).sum(axis=1) > 0.999).all()
+            assert ((results[-1][::-1] * sequential).sum(axis=1) > 0.999).all()
+            assert engine.batches - batches_before < 2 * len(texts)    # packs, not one call per text
+            assert loop_ticks > 3
+            stats = engine.stats()
+            assert stats["contexts"] == 2 and stats["contexts_alive"] == 2 and stats["queue_depth"] == 0
+            assert {worker.name for worker in engine._workers} == {"pirag-embed-0", "pirag-embed-1"}
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_cache_hits_misses_and_lru_eviction(gguf_models) -> None:  # noqa: ANN001
+    texts = docstring_texts(5)
+
+    async def scenario() -> None:
+        engine = await _started(gguf_models["q8_0"], cache_entries=3)
+        try:
+            first = await engine.embed(texts[:3])
+            assert engine.stats()["cache"] == {"entries": 3, "capacity": 3, "hits": 0, "misses": 3}
+            batches = engine.batches
+            again = await engine.embed(texts[:3])
+            assert engine.batches == batches and np.array_equal(first, again)   # served from the cache
+            assert engine.stats()["cache"]["hits"] == 3
+            await engine.embed(texts[3:5])          # evicts the two least recently used
+            await engine.embed([texts[2]])
+            cache = engine.stats()["cache"]
+            assert cache["entries"] == 3 and cache["hits"] == 4
+            await engine.embed([texts[0]])          # evicted: computed again
+            assert engine.stats()["cache"]["misses"] == 6
+            duplicates = await engine.embed([texts[4], texts[4], "fresh text from nowhere", texts[4]])
+            assert np.array_equal(duplicates[0], duplicates[1]) and np.array_equal(duplicates[0], duplicates[3])
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_context_reaches_the_caller_and_is_recreated(gguf_models) -> None:  # noqa: ANN001
+    async def scenario() -> None:
+        engine = await _started(gguf_models["q8_0"], cache_entries=0)
+        try:
+            calls = 0
+
+            def explode_once(sequences: list[list[int]]) -> None:
+                nonlocal calls
+                calls += 1
+                if calls == 1:
+                    raise RuntimeError("simulated llama.cpp failure")
+
+            engine._before_encode = explode_once
+            with pytest.raises(errors.InternalError, match="simulated llama.cpp failure"):
+                await asyncio.wait_for(engine.embed(["this call fails"]), timeout=30)
+            vectors = await asyncio.wait_for(engine.embed(["this one works"]), timeout=30)
+            assert vectors.shape == (1, 384)
+            stats = engine.stats()
+            assert stats["failures"] == 1 and stats["context_restarts"] == 1 and stats["contexts_alive"] == 1
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_when_no_context_can_be_made_calls_fail_instead_of_hanging(gguf_models) -> None:  # noqa: ANN001
+    async def scenario() -> None:
+        engine = await _started(gguf_models["q8_0"], cache_entries=0)
+        try:
+            def broken(sequences: list[list[int]]) -> None:
+                raise RuntimeError("context lost")
+
+            engine._before_encode = broken
+            engine._new_context = lambda: (_ for _ in ()).throw(RuntimeError("cannot create"))
+            with pytest.raises(errors.InternalError):
+                await asyncio.wait_for(engine.embed(["first"]), timeout=30)
+            for _ in range(100):
+                if engine.stats()["contexts_alive"] == 0:
+                    break
+                await asyncio.sleep(0.01)
+            with pytest.raises(errors.Unavailable):
+                await asyncio.wait_for(engine.embed(["second"]), timeout=30)
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_close_fails_queued_calls_and_cancellation_is_harmless(gguf_models) -> None:  # noqa: ANN001
+    async def scenario() -> None:
+        engine = await _started(gguf_models["q8_0"], cache_entries=0)
+        gate = threading.Event()
+        engine._before_encode = lambda sequences: gate.wait(10)
+        running = asyncio.create_task(engine.embed(["held in the context"]))
+        await asyncio.sleep(0.05)
+        queued = asyncio.create_task(engine.embed(["waits in the queue"]))
+        cancelled = asyncio.create_task(engine.embed(["cancelled while queued"]))
+        await asyncio.sleep(0.05)
+        cancelled.cancel()
+        closing = asyncio.create_task(engine.close())
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.wait_for(closing, timeout=30)
+        assert (await running).shape == (1, 384)
+        with pytest.raises(errors.Unavailable):
+            await queued
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+
+    asyncio.run(scenario())
+
+
+def test_embed_op_formats_and_limits(gguf_models) -> None:  # noqa: ANN001
+    async def scenario() -> None:
+        engine = await _started(gguf_models["q8_0"], max_texts_per_request=3)
+        try:
+            handler = engine.handlers()["embed"]
+            floats = await handler(EmbedArgs(texts=["alpha", "beta"]), None)
+            packed = await handler(EmbedArgs(texts=["alpha", "beta"], format="f32"), None)
+            assert floats.count == packed.count == 2 and floats.dims == 384
+            assert floats.model_id == engine.model.model_id and floats.model_id.startswith("minilm.q8_0-")
+            assert np.allclose(np.array(floats.vectors), np.array(packed.rows()))
+            empty = await handler(EmbedArgs(texts=[]), None)
+            assert empty.count == 0 and empty.vectors == []
+            with pytest.raises(errors.InvalidArgument, match="max_texts_per_request"):
+                await handler(EmbedArgs(texts=["a", "b", "c", "d"]), None)
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_single_query_does_not_wait_for_a_batch(gguf_models) -> None:  # noqa: ANN001
+    async def scenario() -> None:
+        engine = await _started(gguf_models["q8_0"], batch_wait_ms=500, cache_entries=0)
+        try:
+            started = time.perf_counter()
+            await engine.embed(["a lone query"])
+            assert time.perf_counter() - started < 0.4      # the 500 ms batch wait does not apply to it
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_pool_shape_defaults_and_fake_selection() -> None:
+    assert pool_shape(EmbedConfig(), cpus=2) == (1, 2)
+    assert pool_shape(EmbedConfig(), cpus=4) == (2, 2)
+    assert pool_shape(EmbedConfig(contexts=3), cpus=4) == (3, 1)
+    assert pool_shape(EmbedConfig(contexts=1, threads_per_context=3), cpus=8) == (1, 3)
+    fake = build_embedder(Config(embed=EmbedConfig(model="fake")))
+    assert isinstance(fake, FakeEmbedder) and fake.name == "embed"
+    real = build_embedder(Config(embed=EmbedConfig(model="/nonexistent.gguf")), "/tmp")
+    assert isinstance(real, EmbedEngine) and real.model is None
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(real.start())
