@@ -61,14 +61,20 @@ def test_default_config_file_matches_the_built_in_defaults() -> None:
 
 def test_every_config_key_is_documented_in_the_default_file() -> None:
     text = (REPO / "configs" / "pirag.toml").read_text()
-    defaults = msgspec.to_builtins(Config())
-    for section, values in defaults.items():
+
+    def check(table: str, values: dict) -> None:
+        parts = re.split(rf"^\[{re.escape(table)}\]$", text, flags=re.M)
+        assert len(parts) == 2, f"[{table}] missing from configs/pirag.toml"
+        body = parts[1].split("\n[", 1)[0]
+        for key, value in values.items():
+            if isinstance(value, dict) and value:  # a nested table: [section.key]
+                check(f"{table}.{key}", value)
+            else:
+                assert re.search(rf"^{key} = ", body, re.M), f"{table}.{key} missing from configs/pirag.toml"
+
+    for section, values in msgspec.to_builtins(Config()).items():
         if isinstance(values, dict):
-            parts = re.split(rf"^\[{section}\]$", text, flags=re.M)
-            assert len(parts) == 2, f"[{section}] missing from configs/pirag.toml"
-            body = parts[1].split("\n[", 1)[0]
-            for key in values:
-                assert re.search(rf"^{key} = ", body, re.M), f"{section}.{key} missing from configs/pirag.toml"
+            check(section, values)
         else:
             assert re.search(rf"^{section} = ", text, re.M)
 
