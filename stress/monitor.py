@@ -40,6 +40,7 @@ def status_figures(status: Any) -> dict[str, Any]:
     query_cache = _get(components, "documents", "query_cache", default={}) or {}
     return {
         "connections": status.connections,
+        "connections_total": status.connections_total,
         "inflight": status.inflight,
         "requests": sum(status.requests_by_op.values()),
         "requests_by_op": dict(status.requests_by_op),
@@ -171,7 +172,7 @@ class Monitor:
             "uss_mb": [s.uss_mb for s in process], "cpu_pct": [s.cpu_pct for s in process],
             "fds": [s.fds for s in process], "threads": [s.threads for s in process],
         }
-        keys = ("connections", "inflight", "requests", "errors", "loop_lag_p99_ms", "embed_queue", "db_write_queue",
+        keys = ("connections", "connections_total", "inflight", "requests", "errors", "loop_lag_p99_ms", "embed_queue", "db_write_queue",
                 "db_read_queue", "took_ms")
         columns["status_t"] = [s["t"] for s in status]
         for key in keys:

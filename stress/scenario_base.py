@@ -151,12 +151,13 @@ class Run:
                            timeout_s=self.args.timeout, seed=self.args.seed, tag=self.args.tag, **kwargs)
                 for index, count in enumerate(split_clients(clients, workers))]
 
-    def traffic(self, specs: list[WorkerSpec], phase: str) -> tuple[float, float, list[Sample]]:
-        """Run the workers to completion; (start, end, samples of this phase)."""
+    def traffic(self, specs: list[WorkerSpec], phase: str,
+                until: Any = None) -> tuple[float, float, list[Sample]]:
+        """Run the workers to completion (or until ``until()``); (start, end, samples of this phase)."""
         self.live.phase, self.live.phase_start = phase, time.monotonic()
         first = len(self.samples)
         started = time.monotonic()
-        run_workers(specs, self.samples.extend, self.live.tick)
+        run_workers(specs, self.samples.extend, self.live.tick, until=until)
         return started, time.monotonic(), self.samples[first:]
 
     def finish(self, outcome: Outcome) -> int:

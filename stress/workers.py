@@ -330,9 +330,11 @@ def default_workers(clients: int) -> int:
 
 
 def run_workers(specs: list[WorkerSpec], on_samples: Callable[[list[Sample]], None],
-                on_tick: Callable[[], None] | None = None, grace_s: float = 30.0) -> dict[str, Any]:
+                on_tick: Callable[[], None] | None = None, grace_s: float = 30.0,
+                until: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Start one process per spec, feed their samples to ``on_samples`` as they arrive, wait for all of them.
 
+    ``until``: when it returns True the workers are told to stop early (their loops check between requests).
     Bounded: a worker still alive ``grace_s`` after the longest spec's duration is told to stop, then terminated.
     Returns {"workers", "terminated", "elapsed_s"}."""
     context = multiprocessing.get_context("spawn")
@@ -352,6 +354,8 @@ def run_workers(specs: list[WorkerSpec], on_samples: Callable[[list[Sample]], No
         if now > hard_deadline:
             stop.set()
             break
+        if until is not None and not stop.is_set() and until():
+            stop.set()
         try:
             kind, _, payload = out.get(timeout=0.25)
         except queue_module.Empty:
