@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from pirag.client import AsyncClient, Client
-from pirag.client.errors import Forbidden
+from pirag.client.errors import Forbidden, Unavailable
 from pirag.client.protocol.documents import DocumentIn
 
 WORDS = ("parse read write socket thread queue timeout header message decode encode json email logging handler "
@@ -175,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     files = stdlib_files()
     print(f"corpus source: {len(files)} stdlib files under {sysconfig.get_paths()['stdlib']}")
     with Client(args.socket, timeout=3600) as client:
-        model = client.embed(["hello"]).model_id
+        try:
+            model = client.embed(["hello"]).model_id
+        except Unavailable:   # a daemon with the fake embedder has no embed op: no engine figure
+            model = None
         print(f"daemon: model {model}, vectors {client.status().components.get('vectors', {}).get('backend')}")
         for size in [float(s) for s in args.sizes.split(",") if s]:
             corpus, count, total = build_corpus(workdir / f"corpus-{size:g}", size, files)
@@ -189,12 +192,16 @@ def main(argv: list[str] | None = None) -> int:
             info = next(p for p in client.list_projects().projects if p.name == project)
             chars_per_chunk = max(200, info.bytes // max(1, info.chunks))
             samples = sample_texts(corpus, args.engine_samples, chars_per_chunk, seed=int(size * 10))
-            engine = engine_throughput(args.socket, samples)
             chunks_s = info.chunks / figures["seconds"]
             tokens_s = figures["tokens"] / figures["seconds"]
+            if model is not None:
+                engine = engine_throughput(args.socket, samples)
+                engine_text = (f"engine alone {engine:.1f} texts/s on chunk-sized texts -> ingestion/engine = "
+                               f"{chunks_s / engine:.2f}x")
+            else:
+                engine_text = "engine: n/a (this daemon has no embed op)"
             print(f"{size:g} MB: {count} files, {total / (1 << 20):.2f} MiB -> {info.chunks} chunks in "
-                  f"{figures['seconds']:.1f} s: {chunks_s:.1f} chunks/s (~{tokens_s:.0f} tokens/s); engine alone "
-                  f"{engine:.1f} texts/s on chunk-sized texts -> ingestion/engine = {chunks_s / engine:.2f}x")
+                  f"{figures['seconds']:.1f} s: {chunks_s:.1f} chunks/s ({tokens_s:.0f} tokens/s); {engine_text}")
             latency = search_latency(client, project, args.queries, seed=1)
             print(f"  search over {info.chunks} chunks: miss p50 {latency['miss_p50_ms']:.2f} ms, p99 "
                   f"{latency['miss_p99_ms']:.2f} ms; hit p50 {latency['hit_p50_ms']:.3f} ms")

@@ -31,9 +31,18 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 EXACT_LIMIT = 20_000       # filtered sets up to this size are scored exactly from SQLite's vectors
 
 
-def fts_query(query: str) -> str:
-    words = _WORD.findall(query)[:32]
-    return " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
+STOPWORDS = frozenset("""a an and are as at be but by can do does for from had has have how i if in into is it its
+me my no not of on or our so than that the their them then there these they this to was we were what when where
+which who why will with you your""".split())
+
+
+def fts_query(query: str, conjunction: bool = False) -> str:
+    """Quoted query words (stopwords dropped: their posting lists are huge and rank nothing), joined by AND
+    (all words: few, cheap matches) or OR (any word)."""
+    words = [word for word in _WORD.findall(query) if word.casefold() not in STOPWORDS][:32]
+    if not words:
+        words = _WORD.findall(query)[:32]
+    return (" AND " if conjunction else " OR ").join('"' + word.replace('"', '""') + '"' for word in dict.fromkeys(words))
 
 
 class Searcher:
@@ -120,17 +129,21 @@ class Searcher:
     @staticmethod
     def _keyword_ranks(conn: sqlite3.Connection, args: SearchArgs, project_ids: list[int], candidates: int,
                        filtered: bool) -> list[int]:
-        match = fts_query(args.query)
-        if not match:
+        if not fts_query(args.query):
             return []
         where, params = _filter_sql(args)
         marks = ",".join("?" * len(project_ids))
         limit = candidates * (4 if args.path_glob else 1)
-        found = conn.execute(
-            f"SELECT c.id, s.source FROM doc_chunk_fts f JOIN doc_chunk c ON c.id = f.rowid"
-            f" JOIN doc_source s ON s.id = c.source_id"
-            f" WHERE doc_chunk_fts MATCH ? AND c.project_id IN ({marks}){where}"
-            f" ORDER BY bm25(doc_chunk_fts, 1.0, 0.5) LIMIT ?", (match, *project_ids, *params, limit)).fetchall()
+        found: list[tuple[int, str]] = []
+        # every word first (selective, so cheap on a big corpus); any word when that finds too little
+        for match in dict.fromkeys((fts_query(args.query, conjunction=True), fts_query(args.query))):
+            found = conn.execute(
+                f"SELECT c.id, s.source FROM doc_chunk_fts f JOIN doc_chunk c ON c.id = f.rowid"
+                f" JOIN doc_source s ON s.id = c.source_id"
+                f" WHERE doc_chunk_fts MATCH ? AND c.project_id IN ({marks}){where}"
+                f" ORDER BY bm25(doc_chunk_fts, 1.0, 0.5) LIMIT ?", (match, *project_ids, *params, limit)).fetchall()
+            if len(found) >= min(limit, candidates // 2):
+                break
         if args.path_glob:
             found = [(chunk_id, source) for chunk_id, source in found if match_glob(source, args.path_glob)]
         return [chunk_id for chunk_id, _ in found[:candidates]]
