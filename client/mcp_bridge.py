@@ -39,7 +39,7 @@ remember durable facts (decisions, conventions, preferences) and log notable eve
 Every answer respects max_chars."""
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pirag-mcp", description="MCP server (stdio) that gives AI agents pirag's documents and memory as tools.")
     parser.add_argument("--socket", type=Path, default=None,
@@ -51,7 +51,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-level", default=os.environ.get("PIRAG_MCP_LOG_LEVEL", "WARNING"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level on stderr (default: WARNING)")
     parser.add_argument("--version", action="version", version=f"pirag-mcp {__version__}")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return make_parser().parse_args(argv)
 
 
 def build_server(socket: Path, project: str = "", timeout: float = 120.0, log_level: str = "WARNING") -> tuple[FastMCP, Bridge]:
