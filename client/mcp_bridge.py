@@ -58,7 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return make_parser().parse_args(argv)
 
 
-def build_server(socket: Path, project: str = "", timeout: float = 120.0, log_level: str = "WARNING") -> tuple[FastMCP, Bridge]:
+def build_server(socket: Path, project: str = "", timeout: float = 120.0,
+                 log_level: str = "WARNING") -> tuple[FastMCP, Bridge]:
     """The FastMCP server with every tool registered, and the ``Bridge`` holding its client."""
     from mcp.server.fastmcp import FastMCP
 

@@ -16,6 +16,7 @@ from .mcp_format import Block, Fitted, clip, fit_blocks, one_line, stamp
 from .mcp_tools import (
     ALL_PROJECTS, DEFAULT_MAX_CHARS, Bridge, MaxChars, ToolFailure, answer, builtins, search_blocks, tool,
 )
+from .protocol.documents import SearchResult
 
 MemoryProject = Annotated[str | None, Field(description=(
     "Project the memory belongs to; '' is the global project. Omitted: the bridge's default project "
@@ -74,13 +75,15 @@ def register_memory_tools(server: FastMCP, bridge: Bridge) -> None:
         async def none() -> None:
             return None
 
-        lookups = await asyncio.gather(
+        lookups: list[Any] = await asyncio.gather(
             bridge.call(client.search(task, doc_projects, k=k_docs, max_chars=max_chars)) if k_docs else none(),
             bridge.call(client.recall(task, project=memory_project, include_global=bool(memory_project),
                                       k=k_facts)) if k_facts else none(),
             bridge.call(client.recall_episodes(task, session=session, project=memory_project, when=when,
                                                k=k_episodes)) if k_episodes else none(),
             return_exceptions=True)
+        if isinstance(lookups[0], ToolFailure) and lookups[0].code == "not_found":
+            lookups[0] = SearchResult(hits=[])   # a project with memory but no documents yet
         failures = [item for item in lookups if isinstance(item, BaseException)]
         for item in failures:
             if not isinstance(item, ToolFailure):
@@ -161,7 +164,8 @@ def register_memory_tools(server: FastMCP, bridge: Bridge) -> None:
         if not result.facts:
             return answer(f"No facts for {one_line(query, 200)!r} in {where}.", {"facts": [], "truncated": False})
         fitted = fit_blocks(f"{len(result.facts)} facts for {one_line(query, 200)!r} in {where}:",
-                            [fact_block(hit) for hit in result.facts], max_chars, more_hint="raise max_chars or lower k")
+                            [fact_block(hit) for hit in result.facts], max_chars,
+                            more_hint="raise max_chars or lower k")
         return answer(fitted.text, {"facts": fitted.items, "truncated": fitted.truncated})
 
     @tool(server, read_only=False, destructive=True)
@@ -188,8 +192,8 @@ def register_memory_tools(server: FastMCP, bridge: Bridge) -> None:
         result = await bridge.call(client.log_episode(content, session=session, kind=kind, role=role,
                                                       project=bridge.project(project)))
         episode = result.episode
-        return answer(f"Logged {episode.kind} {episode.id} in session {episode.session!r} at {stamp(episode.timestamp)}.",
-                      {"episode": builtins(episode)})
+        text = f"Logged {episode.kind} {episode.id} in session {episode.session!r} at {stamp(episode.timestamp)}."
+        return answer(text, {"episode": builtins(episode)})
 
     @tool(server, read_only=True)
     async def timeline(
@@ -206,7 +210,7 @@ def register_memory_tools(server: FastMCP, bridge: Bridge) -> None:
     ) -> CallToolResult:
         """Past episodes in time order (newest first by default), filtered by session, project, kind and time
         range; page on with the returned cursor."""
-        name = bridge.settings.project or None if project is None else project
+        name = (bridge.settings.project or None) if project is None else project
         name = None if name == ALL_PROJECTS else name
         result = await bridge.call(client.timeline(session=session, project=name, kinds=kinds or (), when=when,
                                                    order=order, limit=limit, cursor=cursor))

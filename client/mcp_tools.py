@@ -40,7 +40,11 @@ ProjectArg = Annotated[str | None, Field(description=(
 
 
 class ToolFailure(Exception):
-    """Raised inside a tool: its message becomes the tool error the model sees."""
+    """Raised inside a tool: its message becomes the tool error the model sees (``code``: the daemon's)."""
+
+    def __init__(self, message: str, code: str = ""):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class Bridge:
         except RequestTimeout as exc:
             raise ToolFailure(f"the pirag daemon did not answer in time: {exc.message}") from exc
         except PiragError as exc:
-            raise ToolFailure(f"pirag daemon error ({exc.code}): {exc.message}") from exc
+            raise ToolFailure(f"pirag daemon error ({exc.code}): {exc.message}", exc.code) from exc
 
     def unreachable(self, exc: ConnectionFailed) -> str:
         start = ("Start it with `systemctl start pirag` (system service) or `pirag serve` (in a terminal), or point "

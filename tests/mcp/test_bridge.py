@@ -160,6 +160,11 @@ async def test_memory_tools_and_get_context(mcp_daemon: Any, docs_dir: Path) -> 
         _, data = await call_ok(session, "get_context", task="deploys", k_docs=0, k_episodes=0)
         assert data["documents"] == [] and data["episodes"] == [] and data["facts"]
 
+        # a project with memory but no documents: the documents section is empty, not an error
+        _, data = await call_ok(session, "remember", content="Only memory here.", project="memory-only")
+        text, data = await call_ok(session, "get_context", task="memory", project="memory-only")
+        assert data["facts"] and not data["errors"] and "## Documents\n(none found)" in text
+
         message = await call_error(session, "forget", ids=[fact_id, "no-such-fact"])
         assert "not_found" in message
         _, data = await call_ok(session, "forget", ids=[fact_id])
