@@ -1,0 +1,706 @@
+"""``pirag-stress compare``: pirag side by side with the peers a user could run instead, in one run.
+
+    pirag-stress compare [--quick] [--socket PATH] [--json FILE]
+
+Against the live daemon (client library only; never daemon code) and, with the same GGUF file and the same
+thread count as the daemon's pool (contexts x threads per context):
+
+1. naive llama-cpp-python in-process: ``Llama(embedding=True)`` defaults, one text per call (in a child process);
+2. llama-cpp-python's OpenAI-compatible server (``python -m llama_cpp.server --embedding true``, 127.0.0.1):
+   throughput and latency under 1 and 20 concurrent clients, beside pirag's ``embed`` under the same load;
+3. Chroma's own server (``chroma run``, 127.0.0.1) holding the same vectors as a pirag project of the same size,
+   queried over HTTP with a ready query vector, beside pirag's ``search`` over its socket: cache miss (query
+   embedding included), query vector cached but no result cache, and result cache hit;
+4. sentence-transformers on the same checkpoint, batch 64 (only when torch is importable);
+5. the bare uvloop + msgspec echo server over a Unix socket: the IPC floor under pirag's ``ping``.
+
+Text is real: the Python standard library's sources on this machine, cut at line boundaries into chunks of
+100-250 tokens (the model's own tokenizer). Every text carries a per-run tag so that no cache (pirag's
+embedding cache included) ever answers a throughput measurement. Each peer is started and stopped here; a
+peer that cannot run is reported as skipped with the reason, never dropped. Every loop is bounded in count and
+in time. Absolute figures drift on a shared machine: read the ratios, measured minutes apart in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pirag.client import AsyncClient, Client
+from pirag.client.paths import default_socket_path
+from pirag.client.protocol.documents import DocumentIn
+
+from . import peers
+from .ingest_bench import WORDS, stdlib_files
+from .measure import percentile, print_table, round_trips
+from .ping_bench import _start_echo
+
+TARGET_EMBED_VS_SERVER_20 = 2.0     # pirag embedding throughput >= 2x the llama-cpp-python server, 20 clients
+TARGET_SEARCH_VS_CHROMA = 3.0       # pirag search p50 (cache miss, embedding included) <= 3x Chroma's HTTP query
+
+QUICK = {"texts": 40, "collection": 200, "queries": 30, "pings": 2000, "max_seconds": 90.0}
+FULL = {"texts": 160, "collection": 1000, "queries": 150, "pings": 10000, "max_seconds": 300.0}
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def latency_figures(latencies: list[float], elapsed: float, texts: int | None = None) -> dict[str, Any]:
+    count = len(latencies) if texts is None else texts
+    return {"requests": len(latencies), "texts": count, "seconds": round(elapsed, 3),
+            "texts_per_s": round(count / elapsed, 2) if elapsed else 0.0,
+            "p50_ms": ms(percentile(latencies, 50)), "p99_ms": ms(percentile(latencies, 99))}
+
+
+# ------------------------------------------------------------------------------------------------- corpus
+
+class Tokens:
+    """Token counts with the daemon's own model vocabulary (llama.cpp, vocab only); chars/4 if unreadable."""
+
+    def __init__(self, model_path: str):
+        self.llm = None
+        try:
+            from llama_cpp import Llama
+
+            self.llm = Llama(model_path=model_path, vocab_only=True, verbose=False)
+            self.source = "model vocabulary"
+        except Exception as exc:  # noqa: BLE001 - any failure falls back to an estimate, and says so
+            self.source = f"estimated as chars/4 ({type(exc).__name__})"
+
+    def __call__(self, text: str) -> int:
+        if self.llm is None:
+            return max(1, len(text) // 4)
+        return len(self.llm.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=False))
+
+
+def build_chunks(count: int, tokens: Tokens, seed: int = 9, low: int = 100, high: int = 250) -> list[str]:
+    """``count`` chunks of stdlib source, cut at line boundaries, each of ``low``-``high`` tokens."""
+    files = [path for path in stdlib_files() if path.suffix == ".py"]
+    random.Random(seed).shuffle(files)
+    chunks: list[str] = []
+    for path in files:
+        try:
+            lines = path.read_text("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        current: list[str] = []
+        size = 0
+        target = random.Random(f"{seed}{path.name}").randint(low, high)
+        for line in lines:
+            cost = tokens(line) if line.strip() else 0
+            if size + cost > high:
+                if size >= low:
+                    chunks.append("\n".join(current))
+                current, size = [], 0
+                target = random.Random(f"{seed}{path.name}{len(chunks)}").randint(low, high)
+                if cost > high:
+                    continue
+            current.append(line)
+            size += cost
+            if size >= target:
+                chunks.append("\n".join(current))
+                current, size = [], 0
+            if len(chunks) >= count:
+                return chunks
+    return chunks
+
+
+def tagged(chunks: list[str], tag: str) -> list[str]:
+    """The same texts made unique to one measurement (a one-line comment), so no cache answers them."""
+    return [f"{chunk}\n# {tag}-{index}" for index, chunk in enumerate(chunks)]
+
+
+# --------------------------------------------------------------------------------------------- measurements
+
+async def pirag_embed_clients(socket: str, texts: list[str], clients: int, deadline: float) -> dict[str, Any]:
+    """``clients`` connections, each embedding its share of ``texts`` one text per request."""
+    connections = [await AsyncClient(socket, timeout=600).connect() for _ in range(clients)]
+    latencies: list[float] = []
+
+    async def drive(connection: AsyncClient, share: list[str]) -> None:
+        for text in share:
+            if time.monotonic() > deadline:
+                return
+            t0 = time.perf_counter()
+            await connection.embed([text], format="f32")
+            latencies.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(drive(connection, texts[index::clients]) for index, connection in enumerate(connections)))
+    elapsed = time.perf_counter() - started
+    for connection in connections:
+        await connection.close()
+    return latency_figures(latencies, elapsed) | {"clients": clients}
+
+
+async def pirag_embed_bulk(socket: str, texts: list[str], batch: int, deadline: float) -> dict[str, Any]:
+    async with AsyncClient(socket, timeout=600) as client:
+        latencies: list[float] = []
+        done = 0
+        started = time.perf_counter()
+        for start in range(0, len(texts), batch):
+            if time.monotonic() > deadline:
+                break
+            t0 = time.perf_counter()
+            result = await client.embed(texts[start:start + batch], format="f32")
+            latencies.append(time.perf_counter() - t0)
+            done += result.count
+        elapsed = time.perf_counter() - started
+    return latency_figures(latencies, elapsed, texts=done) | {"batch": batch}
+
+
+async def server_embed_clients(port: int, texts: list[str], clients: int, deadline: float) -> dict[str, Any]:
+    """The llama-cpp-python server: ``clients`` keep-alive connections, one text per POST /v1/embeddings."""
+    connections = [await peers.HttpConnection(port).connect() for _ in range(clients)]
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def drive(connection: peers.HttpConnection, share: list[str]) -> None:
+        for text in share:
+            if time.monotonic() > deadline:
+                return
+            t0 = time.perf_counter()
+            status, body = await connection.request("POST", "/v1/embeddings", {"input": text})
+            latencies.append(time.perf_counter() - t0)
+            if status != 200:
+                errors.append(f"HTTP {status}: {body[:200]!r}")
+                return
+
+    started = time.perf_counter()
+    await asyncio.gather(*(drive(connection, texts[index::clients]) for index, connection in enumerate(connections)))
+    elapsed = time.perf_counter() - started
+    for connection in connections:
+        connection.close()
+    if errors:
+        raise RuntimeError(f"llama-cpp-python server answered {errors[0]}")
+    return latency_figures(latencies, elapsed) | {"clients": clients}
+
+
+def echo_floor(socket: str, pings: int) -> dict[str, Any]:
+    import uvloop
+
+    figures: dict[str, Any] = {"pirag": {}, "echo": {}}
+    with tempfile.TemporaryDirectory(prefix="ce-", dir="/tmp") as directory:
+        echo, echo_path = _start_echo(Path(directory))
+        try:
+            for clients in (1, 20):
+                per_client = max(50, pings // clients)
+                for _ in range(2):        # alternate, best of two: noise hits both alike
+                    for name, path in (("echo", echo_path), ("pirag", socket)):
+                        result = uvloop.run(round_trips(path, clients, per_client))
+                        best = figures[name].get(str(clients))
+                        if best is None or result["p50_us"] < best["p50_us"]:
+                            figures[name][str(clients)] = result
+        finally:
+            echo.terminate()
+            echo.wait(10)
+    return figures
+
+
+def search_timings(client: Client, project: str, queries: list[str], use_cache: bool, deadline: float) -> dict:
+    latencies = []
+    for query in queries:
+        if time.monotonic() > deadline:
+            break
+        t0 = time.perf_counter()
+        result = client.search(query, project, k=8, use_cache=use_cache)
+        latencies.append(time.perf_counter() - t0)
+    return {"queries": len(latencies), "p50_ms": ms(percentile(latencies, 50)),
+            "p99_ms": ms(percentile(latencies, 99)), "last_cached": result.cached if latencies else None}
+
+
+async def chroma_raw_queries(port: int, collection_id: str, vectors: list[list[float]], deadline: float) -> dict:
+    path = f"/api/v2/tenants/default_tenant/databases/default_database/collections/{collection_id}/query"
+    connection = await peers.HttpConnection(port).connect()
+    latencies = []
+    try:
+        for vector in vectors:
+            if time.monotonic() > deadline:
+                break
+            t0 = time.perf_counter()
+            status, body = await connection.request("POST", path, {
+                "query_embeddings": [vector], "n_results": 8, "include": ["documents", "metadatas", "distances"]})
+            latencies.append(time.perf_counter() - t0)
+            if status != 200:
+                raise RuntimeError(f"chroma query answered HTTP {status}: {body[:200]!r}")
+    finally:
+        connection.close()
+    return {"queries": len(latencies), "p50_ms": ms(percentile(latencies, 50)), "p99_ms": ms(percentile(latencies, 99))}
+
+
+# ------------------------------------------------------------------------------------------------- the run
+
+class Report:
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {"peers": {}, "pirag": {}, "ratios": {}, "targets": {}}
+
+    def peer_ok(self, name: str, figures: dict[str, Any], **extra: Any) -> None:
+        self.data["peers"][name] = {"status": "ok", "reason": None, "figures": figures, **extra}
+
+    def peer_skipped(self, name: str, reason: str) -> None:
+        print(f"  {name}: SKIPPED: {reason}", flush=True)
+        self.data["peers"][name] = {"status": "skipped", "reason": reason, "figures": {}}
+
+    def ok(self, name: str) -> bool:
+        return self.data["peers"].get(name, {}).get("status") == "ok"
+
+
+PEER_NAMES = ("echo_floor", "llama_cpp_naive", "llama_cpp_server", "chroma_server", "sentence_transformers")
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key = line.split(":", 1)[0].strip().lower()
+            if key in ("model name", "hardware") or (key == "model" and not line.split(":", 1)[1].strip().isdigit()):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = 0
+    try:
+        memory = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return {"host": platform.node(), "cpu": model, "arch": platform.machine(), "cpus": len(os.sched_getaffinity(0)),
+            "memory_gib": round(memory / (1 << 30), 1), "python": platform.python_version(),
+            "kernel": platform.release()}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = dict(QUICK if args.quick else FULL)
+    for key in ("texts", "collection", "queries"):
+        if getattr(args, key):
+            sizes[key] = getattr(args, key)
+    report = Report()
+    data = report.data
+    nonce = f"{os.getpid()}{int(time.time()) % 100000}"
+    data.update({"time": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(),
+                 "command": "pirag-stress compare" + (" --quick" if args.quick else ""), "quick": args.quick,
+                 "sizes": sizes, "load_average_start": [round(x, 2) for x in os.getloadavg()]})
+    socket = args.socket
+
+    with Client(socket, timeout=600) as client:
+        status = client.status()
+        embed = status.components.get("embed", {})
+        model = embed.get("model", {})
+        threads = int(embed.get("contexts", 1)) * int(embed.get("threads_per_context", 1))
+        model_path = model.get("path", "")
+        data["model"] = {"id": model.get("model_id"), "path": model_path, "dims": model.get("dims"),
+                         "quantization": model.get("quantization"), "max_tokens": model.get("max_tokens")}
+        data["threads"] = {"pirag_contexts": embed.get("contexts"), "pirag_threads_per_context":
+                           embed.get("threads_per_context"), "peers": threads}
+        data["pirag"]["config"] = {"flash_attn": embed.get("flash_attn"), "batch_tokens": embed.get("batch_tokens"),
+                                   "embed_cache_capacity": embed.get("cache", {}).get("capacity")}
+        model_readable = bool(model_path) and os.access(model_path, os.R_OK)
+        default_model = str(model.get("model_id", "")).startswith("all-MiniLM-L6-v2")
+        print(f"pirag {status.version} pid {status.pid}: model {model.get('model_id')} "
+              f"({model.get('quantization')}), {embed.get('contexts')} context(s) x "
+              f"{embed.get('threads_per_context')} thread(s); peers get {threads} thread(s)", flush=True)
+
+        tokens = Tokens(model_path) if model_readable else Tokens("")
+        need = max(sizes["texts"], sizes["collection"])
+        base = build_chunks(need, tokens)
+        counts = [tokens(chunk) for chunk in base[:200]]
+        data["corpus"] = {"source": f"{sysconfig.get_paths()['stdlib']} (*.py)", "chunks": len(base),
+                          "tokens_mean": round(sum(counts) / max(1, len(counts)), 1),
+                          "tokens_min": min(counts, default=0), "tokens_max": max(counts, default=0),
+                          "token_counts": tokens.source}
+        texts = base[:sizes["texts"]]
+        warmup = tagged(base[-3:], f"w{nonce}")
+        print(f"corpus: {len(base)} chunks of stdlib source, {data['corpus']['tokens_mean']} tokens on average "
+              f"({tokens.source})", flush=True)
+        cache_before = dict(embed.get("cache", {}))
+
+        # 5. the IPC floor
+        print("[1/5] IPC floor: pirag ping vs a bare uvloop+msgspec echo server", flush=True)
+        try:
+            floor = echo_floor(socket, sizes["pings"])
+            report.peer_ok("echo_floor", floor["echo"])
+            data["pirag"]["ping"] = floor["pirag"]
+            data["ratios"]["ping_p50_pirag_over_echo"] = {
+                clients: round(floor["pirag"][clients]["p50_us"] / floor["echo"][clients]["p50_us"], 2)
+                for clients in floor["pirag"]}
+        except Exception as exc:  # noqa: BLE001
+            report.peer_skipped("echo_floor", f"{type(exc).__name__}: {exc}")
+
+        # embedding: pirag under 1 and 20 clients, and in bulk
+        max_s = sizes["max_seconds"]
+        print(f"[2/5] embedding {len(texts)} texts: pirag 1 client, 20 clients, batches of 64", flush=True)
+        data["pirag"]["embed_1_client"] = asyncio.run(
+            pirag_embed_clients(socket, tagged(texts, f"p1{nonce}"), 1, time.monotonic() + max_s))
+        data["pirag"]["embed_20_clients"] = asyncio.run(
+            pirag_embed_clients(socket, tagged(texts, f"p20{nonce}"), 20, time.monotonic() + max_s))
+        data["pirag"]["embed_bulk_64"] = asyncio.run(
+            pirag_embed_bulk(socket, tagged(texts, f"pb{nonce}"), 64, time.monotonic() + max_s))
+        short_queries = [" ".join(random.Random(i).sample(WORDS, 5)) + f" q{nonce}{i}" for i in range(20)]
+        query_latencies = []
+        for query in short_queries:
+            t0 = time.perf_counter()
+            client.embed([query])
+            query_latencies.append(time.perf_counter() - t0)
+        data["pirag"]["short_query_embed_p50_ms"] = ms(percentile(query_latencies, 50))
+
+        # 1. naive llama-cpp-python in-process
+        print("[3/5] naive llama-cpp-python in-process, one text per call", flush=True)
+        if not peers.module_available("llama_cpp"):
+            report.peer_skipped("llama_cpp_naive", "llama-cpp-python is not installed")
+        elif not model_readable:
+            report.peer_skipped("llama_cpp_naive", f"the daemon's model file is not readable here: {model_path!r}")
+        else:
+            try:
+                figures = peers.run_child("naive", {
+                    "model": model_path, "threads": threads, "warmup": warmup,
+                    "texts": tagged(texts, f"n{nonce}"), "max_seconds": max_s,
+                    "queries": [q + " naive" for q in short_queries]}, timeout=max_s + 120)
+                if threads > 1:
+                    # the same peer with one thread, as a second opinion: on a loaded machine llama.cpp's
+                    # spinning thread barriers can make 2 threads far slower than 1 (FINDINGS)
+                    try:
+                        figures["one_thread"] = peers.run_child("naive", {
+                            "model": model_path, "threads": 1, "warmup": warmup,
+                            "texts": tagged(texts, f"n1{nonce}"), "max_seconds": max_s,
+                            "queries": [q + " naive1" for q in short_queries]}, timeout=max_s + 120)
+                    except Exception as exc:  # noqa: BLE001
+                        figures["one_thread"] = {"error": str(exc)}
+                report.peer_ok("llama_cpp_naive", figures)
+            except Exception as exc:  # noqa: BLE001
+                report.peer_skipped("llama_cpp_naive", str(exc))
+
+        # 2. llama-cpp-python's OpenAI-compatible server, 1 and 20 clients
+        print("[4/5] llama-cpp-python server (127.0.0.1), 1 and 20 clients", flush=True)
+        missing = peers.llama_server_missing()
+        if missing:
+            report.peer_skipped("llama_cpp_server", missing)
+        elif not model_readable:
+            report.peer_skipped("llama_cpp_server", f"the daemon's model file is not readable here: {model_path!r}")
+        else:
+            port = peers.free_port()
+            argv = [sys.executable, "-m", "llama_cpp.server", "--model", model_path, "--embedding", "true",
+                    "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads),
+                    "--n_threads_batch", str(threads)]
+            with tempfile.TemporaryDirectory(prefix="cmp-llama-", dir="/tmp") as directory:
+                try:
+                    with peers.ServerPeer("llama_cpp_server", argv, port, "/v1/models", Path(directory), 120) as peer:
+                        async def warm() -> None:
+                            connection = await peers.HttpConnection(port).connect()
+                            for text in warmup:
+                                await connection.request("POST", "/v1/embeddings", {"input": text})
+                            connection.close()
+                        asyncio.run(warm())
+                        one = asyncio.run(server_embed_clients(port, tagged(texts, f"s1{nonce}"), 1,
+                                                               time.monotonic() + max_s))
+                        twenty = asyncio.run(server_embed_clients(port, tagged(texts, f"s20{nonce}"), 20,
+                                                                  time.monotonic() + max_s))
+                        report.peer_ok("llama_cpp_server", {"1_client": one, "20_clients": twenty},
+                                       argv=" ".join(argv[1:]), start_s=round(peer.start_s, 2))
+                except Exception as exc:  # noqa: BLE001
+                    report.peer_skipped("llama_cpp_server", str(exc))
+
+        # 4. sentence-transformers on the same checkpoint
+        print("      sentence-transformers, batch 64", flush=True)
+        if not (peers.module_available("torch") and peers.module_available("sentence_transformers")):
+            report.peer_skipped("sentence_transformers", "torch / sentence-transformers are not installed (an "
+                                "optional peer: pip install sentence-transformers)")
+        elif not default_model:
+            report.peer_skipped("sentence_transformers", f"the daemon runs {model.get('model_id')!r}, not the "
+                                "embedded default: no sentence-transformers checkpoint of it here")
+        else:
+            with tempfile.TemporaryDirectory(prefix="cmp-st-", dir="/tmp") as directory:
+                try:
+                    checkpoint = peers.st_checkpoint(Path(directory))
+                    figures = peers.run_child("st", {"checkpoint": str(checkpoint), "threads": threads,
+                                                     "warmup": warmup, "texts": tagged(texts, f"t{nonce}")},
+                                              timeout=max_s + 180)
+                    first = figures.pop("first_vectors")
+                    reference = client.embed(tagged(texts, f"t{nonce}")[:len(first)]).rows()
+                    figures["cosine_vs_pirag_min"] = round(min(
+                        sum(a * b for a, b in zip(u, v)) for u, v in zip(first, reference)), 5)
+                    report.peer_ok("sentence_transformers", figures)
+                except Exception as exc:  # noqa: BLE001
+                    report.peer_skipped("sentence_transformers", str(exc))
+
+        status_after = client.status()
+        cache_after = status_after.components.get("embed", {}).get("cache", {})
+        data["pirag"]["embed_cache_hits_during_embedding"] = (cache_after.get("hits", 0)
+                                                              - cache_before.get("hits", 0))
+
+        # 3. search: pirag vs Chroma's own server on the same vectors
+        print(f"[5/5] search over {sizes['collection']} chunks: pirag socket vs chroma run over HTTP", flush=True)
+        search_phase(client, socket, report, base[:sizes["collection"]], sizes, nonce, max_s)
+
+    data["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    for name in PEER_NAMES:
+        data["peers"].setdefault(name, {"status": "skipped", "reason": "not reached", "figures": {}})
+    compute_ratios(report)
+    return data
+
+
+def search_phase(client: Client, socket: str, report: Report, chunks: list[str], sizes: dict[str, Any],
+                 nonce: str, max_s: float) -> None:
+    data = report.data
+    project = f"compare-{nonce}"
+    texts = tagged(chunks, f"c{nonce}")
+    queries = [" ".join(random.Random(i * 7 + 1).sample(WORDS, 4)) + f" {nonce}{i}" for i in range(sizes["queries"])]
+    try:
+        # the collection's vectors, from pirag's own embed op (they warm its cache, so ingesting is cheap)
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), 64):
+            vectors.extend(client.embed(texts[start:start + 64], format="f32").rows())
+        started = time.perf_counter()
+        for start in range(0, len(texts), 100):
+            client.ingest(project, documents=[DocumentIn(source=f"chunk{start + i:05d}.txt", text=text)
+                                              for i, text in enumerate(texts[start:start + 100])])
+        ingest_s = time.perf_counter() - started
+        info = next(p for p in client.list_projects().projects if p.name == project)
+        data["pirag"]["search_collection"] = {"project_chunks": info.chunks, "ingest_s_cached_vectors":
+                                              round(ingest_s, 2)}
+        deadline = time.monotonic() + max_s
+        data["pirag"]["search_miss"] = search_timings(client, project, queries, False, deadline)
+        query_vectors = []
+        for start in range(0, len(queries), 64):
+            query_vectors.extend(client.embed(queries[start:start + 64], format="f32").rows())
+        deadline = time.monotonic() + max_s
+        data["pirag"]["search_vector_cached"] = search_timings(client, project, queries, False, deadline)
+        client.search(queries[0], project, k=8)
+        data["pirag"]["search_hit"] = search_timings(client, project, [queries[0]] * len(queries), True,
+                                                     time.monotonic() + max_s)
+
+        executable = peers.chroma_executable()
+        if executable is None:
+            report.peer_skipped("chroma_server", "the chroma command (from chromadb) is not installed")
+            return
+        if not peers.module_available("chromadb"):
+            report.peer_skipped("chroma_server", "chromadb is not installed")
+            return
+        with tempfile.TemporaryDirectory(prefix="cmp-chroma-", dir="/tmp") as directory:
+            port = peers.free_port()
+            argv = [executable, "run", "--path", str(Path(directory) / "data"), "--host", "127.0.0.1",
+                    "--port", str(port)]
+            try:
+                with peers.ServerPeer("chroma_server", argv, port, "/api/v2/heartbeat", Path(directory), 60) as peer:
+                    import chromadb
+                    from chromadb.config import Settings
+
+                    remote = chromadb.HttpClient(host="127.0.0.1", port=port,
+                                                 settings=Settings(anonymized_telemetry=False))
+                    collection = remote.create_collection("compare", metadata={"hnsw:space": "cosine"})
+                    batch = min(5000, remote.get_max_batch_size())
+                    for start in range(0, len(texts), batch):
+                        collection.add(ids=[f"c{i}" for i in range(start, min(len(texts), start + batch))],
+                                       embeddings=vectors[start:start + batch], documents=texts[start:start + batch],
+                                       metadatas=[{"source": f"chunk{i:05d}.txt"}
+                                                  for i in range(start, min(len(texts), start + batch))])
+                    for vector in query_vectors[:5]:
+                        collection.query(query_embeddings=[vector], n_results=8)
+                    raw = asyncio.run(chroma_raw_queries(port, str(collection.id), query_vectors,
+                                                         time.monotonic() + max_s))
+                    latencies = []
+                    deadline = time.monotonic() + max_s
+                    for vector in query_vectors:
+                        if time.monotonic() > deadline:
+                            break
+                        t0 = time.perf_counter()
+                        collection.query(query_embeddings=[vector], n_results=8,
+                                         include=["documents", "metadatas", "distances"])
+                        latencies.append(time.perf_counter() - t0)
+                    official = {"queries": len(latencies), "p50_ms": ms(percentile(latencies, 50)),
+                                "p99_ms": ms(percentile(latencies, 99))}
+                    report.peer_ok("chroma_server", {"raw_http": raw, "chromadb_http_client": official,
+                                                     "collection_count": collection.count()},
+                                   argv=" ".join(argv[1:]), start_s=round(peer.start_s, 2))
+            except Exception as exc:  # noqa: BLE001
+                report.peer_skipped("chroma_server", str(exc))
+    finally:
+        try:
+            client.drop_project(project)
+        except Exception:  # noqa: BLE001 - the project may not exist if ingestion failed first
+            pass
+
+
+def compute_ratios(report: Report) -> None:
+    data, ratios, targets = report.data, report.data["ratios"], report.data["targets"]
+    pirag = data["pirag"]
+
+    def tps(figures: dict[str, Any] | None) -> float | None:
+        return figures.get("texts_per_s") if figures else None
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a and b else None
+
+    if report.ok("llama_cpp_naive"):
+        naive = data["peers"]["llama_cpp_naive"]["figures"]
+        ratios["embed_pirag_1_client_over_naive"] = ratio(tps(pirag.get("embed_1_client")), naive["texts_per_s"])
+        ratios["embed_pirag_20_clients_over_naive"] = ratio(tps(pirag.get("embed_20_clients")), naive["texts_per_s"])
+        ratios["embed_pirag_bulk_over_naive"] = ratio(tps(pirag.get("embed_bulk_64")), naive["texts_per_s"])
+        if naive.get("one_thread", {}).get("texts_per_s"):
+            ratios["embed_pirag_1_client_over_naive_1_thread"] = ratio(tps(pirag.get("embed_1_client")),
+                                                                       naive["one_thread"]["texts_per_s"])
+        if naive.get("query_p50_ms"):
+            ratios["short_query_p50_pirag_socket_over_naive_call"] = ratio(pirag.get("short_query_embed_p50_ms"),
+                                                                          naive["query_p50_ms"])
+    if report.ok("llama_cpp_server"):
+        server = data["peers"]["llama_cpp_server"]["figures"]
+        ratios["embed_pirag_over_server_1_client"] = ratio(tps(pirag.get("embed_1_client")),
+                                                           tps(server["1_client"]))
+        ratios["embed_pirag_over_server_20_clients"] = ratio(tps(pirag.get("embed_20_clients")),
+                                                             tps(server["20_clients"]))
+        ratios["embed_p50_latency_server_over_pirag_20_clients"] = ratio(server["20_clients"]["p50_ms"],
+                                                                         pirag["embed_20_clients"]["p50_ms"])
+        value = ratios["embed_pirag_over_server_20_clients"]
+        targets["embed_throughput_vs_llama_server_20_clients"] = {
+            "target": f">= {TARGET_EMBED_VS_SERVER_20}x", "measured": value,
+            "met": value is not None and value >= TARGET_EMBED_VS_SERVER_20}
+    else:
+        targets["embed_throughput_vs_llama_server_20_clients"] = {
+            "target": f">= {TARGET_EMBED_VS_SERVER_20}x", "measured": None, "met": None,
+            "reason": data["peers"]["llama_cpp_server"]["reason"]}
+    if report.ok("sentence_transformers"):
+        st = data["peers"]["sentence_transformers"]["figures"]
+        ratios["embed_pirag_bulk_over_sentence_transformers"] = ratio(tps(pirag.get("embed_bulk_64")),
+                                                                      st["texts_per_s"])
+        ratios["embed_pirag_20_clients_over_sentence_transformers"] = ratio(tps(pirag.get("embed_20_clients")),
+                                                                            st["texts_per_s"])
+    if report.ok("chroma_server") and pirag.get("search_miss"):
+        chroma = data["peers"]["chroma_server"]["figures"]
+        fastest = min(chroma["raw_http"]["p50_ms"], chroma["chromadb_http_client"]["p50_ms"])
+        ratios["search_miss_p50_pirag_over_chroma_raw_http"] = ratio(pirag["search_miss"]["p50_ms"],
+                                                                     chroma["raw_http"]["p50_ms"])
+        ratios["search_miss_p50_pirag_over_chromadb_client"] = ratio(pirag["search_miss"]["p50_ms"],
+                                                                     chroma["chromadb_http_client"]["p50_ms"])
+        ratios["search_vector_cached_p50_pirag_over_chroma_fastest"] = ratio(
+            pirag["search_vector_cached"]["p50_ms"], fastest)
+        ratios["search_hit_p50_pirag_over_chroma_fastest"] = ratio(pirag["search_hit"]["p50_ms"], fastest)
+        value = ratio(pirag["search_miss"]["p50_ms"], fastest)
+        targets["search_miss_p50_vs_chroma_http"] = {
+            "target": f"<= {TARGET_SEARCH_VS_CHROMA}x (against the faster of Chroma's raw HTTP and chromadb client)",
+            "measured": value, "met": value is not None and value <= TARGET_SEARCH_VS_CHROMA}
+    else:
+        targets["search_miss_p50_vs_chroma_http"] = {
+            "target": f"<= {TARGET_SEARCH_VS_CHROMA}x", "measured": None, "met": None,
+            "reason": data["peers"]["chroma_server"]["reason"]}
+
+
+# ---------------------------------------------------------------------------------------------- printing
+
+def print_report(data: dict[str, Any]) -> None:
+    pirag, peer = data["pirag"], data["peers"]
+    m = data["machine"]
+    print(f"\n{data['time']}  {m['cpu']}, {m['cpus']} CPUs, {m['memory_gib']} GiB  model {data['model']['id']}"
+          f"  threads {data['threads']['peers']}  load {data['load_average_start']} -> {data['load_average_end']}")
+    rows: list[list[object]] = []
+
+    def fig(figures: dict[str, Any] | None, key: str) -> object:
+        return "-" if not figures or figures.get(key) is None else figures[key]
+
+    def r(key: str) -> object:
+        value = data["ratios"].get(key)
+        return "-" if value is None else f"{value}x"
+
+    e1, e20, eb = pirag.get("embed_1_client"), pirag.get("embed_20_clients"), pirag.get("embed_bulk_64")
+    if peer["llama_cpp_naive"]["status"] == "ok":
+        n = peer["llama_cpp_naive"]["figures"]
+        rows.append(["embed texts/s, 1 client", "naive llama-cpp-python", n["texts_per_s"] and round(n["texts_per_s"], 2),
+                     fig(e1, "texts_per_s"), r("embed_pirag_1_client_over_naive")])
+        rows.append(["embed texts/s, 20 clients", "naive llama-cpp-python (1 caller)",
+                     round(n["texts_per_s"], 2), fig(e20, "texts_per_s"), r("embed_pirag_20_clients_over_naive")])
+        rows.append(["embed texts/s, batches of 64", "naive llama-cpp-python (1 per call)",
+                     round(n["texts_per_s"], 2), fig(eb, "texts_per_s"), r("embed_pirag_bulk_over_naive")])
+        one = n.get("one_thread", {})
+        if one.get("texts_per_s"):
+            rows.append(["embed texts/s, 1 client", "naive llama-cpp-python, 1 thread", round(one["texts_per_s"], 2),
+                         fig(e1, "texts_per_s"), f"{round(e1['texts_per_s'] / one['texts_per_s'], 2)}x"
+                         if e1 and e1.get("texts_per_s") else "-"])
+        if n.get("query_p50_ms"):
+            rows.append(["short query embed p50 ms", "naive in-process call", round(n["query_p50_ms"], 2),
+                         pirag.get("short_query_embed_p50_ms"), r("short_query_p50_pirag_socket_over_naive_call")
+                         + " (pirag/naive)"])
+    else:
+        rows.append(["embed texts/s", "naive llama-cpp-python", "SKIPPED", "", peer["llama_cpp_naive"]["reason"]])
+    if peer["llama_cpp_server"]["status"] == "ok":
+        s = peer["llama_cpp_server"]["figures"]
+        rows.append(["embed texts/s, 1 client", "llama_cpp.server", s["1_client"]["texts_per_s"],
+                     fig(e1, "texts_per_s"), r("embed_pirag_over_server_1_client")])
+        rows.append(["embed texts/s, 20 clients", "llama_cpp.server", s["20_clients"]["texts_per_s"],
+                     fig(e20, "texts_per_s"), r("embed_pirag_over_server_20_clients") + " (target >= 2x)"])
+        rows.append(["embed p50 ms, 1 client", "llama_cpp.server", s["1_client"]["p50_ms"], fig(e1, "p50_ms"), ""])
+        rows.append(["embed p50 ms, 20 clients", "llama_cpp.server", s["20_clients"]["p50_ms"], fig(e20, "p50_ms"),
+                     r("embed_p50_latency_server_over_pirag_20_clients") + " (server/pirag)"])
+        rows.append(["embed p99 ms, 20 clients", "llama_cpp.server", s["20_clients"]["p99_ms"], fig(e20, "p99_ms"),
+                     ""])
+    else:
+        rows.append(["embed, 1/20 clients", "llama_cpp.server", "SKIPPED", "", peer["llama_cpp_server"]["reason"]])
+    if peer["sentence_transformers"]["status"] == "ok":
+        t = peer["sentence_transformers"]["figures"]
+        rows.append(["embed texts/s, batches of 64", "sentence-transformers", round(t["texts_per_s"], 2),
+                     fig(eb, "texts_per_s"), r("embed_pirag_bulk_over_sentence_transformers")])
+    else:
+        rows.append(["embed texts/s", "sentence-transformers", "SKIPPED", "", peer["sentence_transformers"]["reason"]])
+    if peer["chroma_server"]["status"] == "ok":
+        c = peer["chroma_server"]["figures"]
+        rows.append(["search p50 ms, cache miss (embeds query)", "chroma run, raw HTTP, vector given",
+                     c["raw_http"]["p50_ms"], fig(pirag.get("search_miss"), "p50_ms"),
+                     r("search_miss_p50_pirag_over_chroma_raw_http") + " (target <= 3x)"])
+        rows.append(["search p50 ms, cache miss (embeds query)", "chroma run, chromadb.HttpClient",
+                     c["chromadb_http_client"]["p50_ms"], fig(pirag.get("search_miss"), "p50_ms"),
+                     r("search_miss_p50_pirag_over_chromadb_client")])
+        rows.append(["search p50 ms, query vector cached", "chroma (faster of the two)",
+                     min(c["raw_http"]["p50_ms"], c["chromadb_http_client"]["p50_ms"]),
+                     fig(pirag.get("search_vector_cached"), "p50_ms"),
+                     r("search_vector_cached_p50_pirag_over_chroma_fastest")])
+        rows.append(["search p50 ms, result cache hit", "chroma (faster of the two)",
+                     min(c["raw_http"]["p50_ms"], c["chromadb_http_client"]["p50_ms"]),
+                     fig(pirag.get("search_hit"), "p50_ms"), r("search_hit_p50_pirag_over_chroma_fastest")])
+        rows.append(["search p99 ms, cache miss", "chroma run, raw HTTP", c["raw_http"]["p99_ms"],
+                     fig(pirag.get("search_miss"), "p99_ms"), ""])
+    else:
+        rows.append(["search", "chroma run", "SKIPPED", "", peer["chroma_server"]["reason"]])
+    if peer["echo_floor"]["status"] == "ok":
+        for clients in ("1", "20"):
+            rows.append([f"ping p50 us, {clients} client(s)", "bare uvloop+msgspec echo",
+                         peer["echo_floor"]["figures"][clients]["p50_us"], pirag["ping"][clients]["p50_us"],
+                         f"{data['ratios']['ping_p50_pirag_over_echo'][clients]}x (pirag/echo)"])
+    else:
+        rows.append(["ping", "echo floor", "SKIPPED", "", peer["echo_floor"]["reason"]])
+    print_table(f"pirag vs peers ({data['command']}; ratios are pirag/peer for throughput, pirag/peer for "
+                "latency unless marked)", ["measurement", "peer", "peer", "pirag", "ratio"], rows)
+    print()
+    for name, target in data["targets"].items():
+        verdict = {True: "MET", False: "MISSED", None: "NOT MEASURED"}[target["met"]]
+        print(f"target {name}: {target['target']}, measured {target['measured']}: {verdict}"
+              + (f" ({target['reason']})" if target.get("reason") else ""))
+    print(f"embedding cache hits during the embedding phase: {pirag.get('embed_cache_hits_during_embedding')} "
+          "(0 means no cache helped pirag)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pirag-stress compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--socket", default=str(default_socket_path()))
+    parser.add_argument("--quick", action="store_true", help=f"small sizes {QUICK} (default {FULL})")
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--texts", type=int, help="texts per embedding measurement")
+    parser.add_argument("--collection", type=int, help="chunks in the search collection")
+    parser.add_argument("--queries", type=int, help="search queries per measurement")
+    args = parser.parse_args(argv)
+    data = run(args)
+    print_report(data)
+    if args.json:
+        Path(args.json).write_text(json.dumps(data, indent=2))
+        print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
