@@ -2,7 +2,10 @@
 through the client library, in one run, against the live daemon.
 
 - bridge: a real MCP SDK client session spawns ``pirag-mcp`` over stdio and calls the ``search`` tool;
-- async / sync: ``AsyncClient.search`` and ``Client.search`` with the same arguments on the same socket.
+- in-process: the bridge's own FastMCP server called in this process (``call_tool``, no stdio, no client SDK),
+  which splits the bridge's cost between the tool layer and the stdio + SDK client hops;
+- async / sync: ``AsyncClient.search`` and ``Client.search`` with the same arguments on the same socket;
+- SDK floor: a no-op FastMCP tool over stdio with the same SDK client: what any MCP server costs here.
 
 The query is searched once first, so every measured call is a query-cache hit in the daemon: what remains is
 the cost of the bridge (JSON-RPC over pipes, argument validation, formatting) against the bare client. Rounds
@@ -17,6 +20,7 @@ import json
 import os
 import sys
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,18 @@ from pirag.client.paths import default_socket_path
 
 from .measure import percentile, print_table
 
+# The floor: the SDK's cost for a tool that does nothing, over the same stdio transport.
+NOOP_SERVER = """
+from mcp.server.fastmcp import FastMCP
+server = FastMCP("noop", log_level="WARNING")
+
+@server.tool()
+def noop(query: str) -> str:
+    \"\"\"Return the query.\"\"\"
+    return query
+
+server.run()
+"""
 PROJECT = "mcp-bench"
 QUERY = "how does the daemon keep the embedding model warm"
 CORPUS = "\n\n".join(
@@ -47,16 +63,26 @@ async def _measure(socket_path: str, calls: int, rounds: int, max_chars: int) ->
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
+    from pirag.client.mcp_bridge import build_server
+
     arguments = {"query": QUERY, "project": PROJECT, "k": 8, "max_chars": max_chars}
     bridge = str(Path(sys.executable).with_name("pirag-mcp"))
     env = {key: value for key, value in os.environ.items() if not key.startswith("PIRAG_")}
     params = StdioServerParameters(command=bridge, args=["--socket", socket_path], env=env)
-    best: dict[str, dict[str, float] | None] = {"bridge": None, "async": None, "sync": None}
+    best: dict[str, dict[str, float] | None] = {"bridge": None, "in_process": None, "async": None, "sync": None,
+                                                "floor": None}
+    noop_params = StdioServerParameters(command=sys.executable, args=["-c", NOOP_SERVER], env=env)
+    in_process, in_process_bridge = build_server(Path(socket_path))
     clock = time.perf_counter
+    stack = AsyncExitStack()
     spawned = clock()
     async with stdio_client(params) as (read_stream, write_stream), ClientSession(read_stream, write_stream) as session:
         await session.initialize()
         startup_ms = (clock() - spawned) * 1e3
+        noop_streams = await stack.enter_async_context(stdio_client(noop_params))
+        noop = await stack.enter_async_context(ClientSession(*noop_streams))
+        await noop.initialize()
+        await noop.call_tool("noop", {"query": QUERY})
         async with AsyncClient(socket_path) as async_client:
             with Client(socket_path) as sync_client:
                 first = await session.call_tool("search", arguments)
@@ -67,11 +93,19 @@ async def _measure(socket_path: str, calls: int, rounds: int, max_chars: int) ->
                 direct = await async_client.search(QUERY, [PROJECT], k=8, max_chars=max_chars)
                 assert direct.cached, "expected a cache hit"
                 for _ in range(rounds):
-                    latencies: dict[str, list[float]] = {"bridge": [], "async": [], "sync": []}
+                    latencies: dict[str, list[float]] = {name: [] for name in best}
                     for _ in range(calls):
                         started = clock()
                         await session.call_tool("search", arguments)
                         latencies["bridge"].append(clock() - started)
+                    for _ in range(calls):
+                        started = clock()
+                        await in_process.call_tool("search", arguments)
+                        latencies["in_process"].append(clock() - started)
+                    for _ in range(calls):
+                        started = clock()
+                        await noop.call_tool("noop", {"query": QUERY})
+                        latencies["floor"].append(clock() - started)
                     for _ in range(calls):
                         started = clock()
                         await async_client.search(QUERY, [PROJECT], k=8, max_chars=max_chars)
@@ -82,6 +116,8 @@ async def _measure(socket_path: str, calls: int, rounds: int, max_chars: int) ->
                         latencies["sync"].append(clock() - started)
                     for name, values in latencies.items():
                         best[name] = _best(best[name], _figures(values))
+        await stack.aclose()
+    await in_process_bridge.close()
     return {"startup_ms": round(startup_ms, 1), "results": best}
 
 
@@ -112,6 +148,7 @@ def run(socket_path: str, calls: int, rounds: int, max_chars: int, keep: bool) -
             "bridge_startup_ms": measured["startup_ms"], "results": results,
             "p50_ratio_bridge_over_async": round(results["bridge"]["p50_us"] / results["async"]["p50_us"], 2),
             "p99_ratio_bridge_over_async": round(results["bridge"]["p99_us"] / results["async"]["p99_us"], 2),
+            "p50_ratio_bridge_over_sdk_floor": round(results["bridge"]["p50_us"] / results["floor"]["p50_us"], 2),
             "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
@@ -126,14 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     report = run(args.socket, args.calls, args.rounds, args.max_chars, args.keep)
-    labels = {"bridge": "pirag-mcp (MCP SDK client, stdio)", "async": "AsyncClient.search",
+    labels = {"bridge": "pirag-mcp (MCP SDK client, stdio)", "in_process": "bridge tools in-process (no stdio)",
+              "floor": "no-op FastMCP tool, stdio (SDK floor)", "async": "AsyncClient.search",
               "sync": "Client.search"}
     rows = [[labels[name], figures["calls"], figures["p50_us"], figures["p99_us"]]
             for name, figures in report["results"].items()]
     print_table(f"search round trip, query-cache hit, k=8, max_chars={args.max_chars} (best of {args.rounds} rounds)",
                 ["path", "calls", "p50 us", "p99 us"], rows)
     print(f"bridge / AsyncClient: p50 {report['p50_ratio_bridge_over_async']}x, "
-          f"p99 {report['p99_ratio_bridge_over_async']}x; bridge start-up (spawn to initialize) "
+          f"p99 {report['p99_ratio_bridge_over_async']}x; bridge / SDK floor: p50 "
+          f"{report['p50_ratio_bridge_over_sdk_floor']}x; bridge start-up (spawn to initialize) "
           f"{report['bridge_startup_ms']} ms")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
