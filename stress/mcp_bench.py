@@ -33,12 +33,13 @@ from .measure import percentile, print_table
 # The floor: the SDK's cost for a tool that does nothing, over the same stdio transport.
 NOOP_SERVER = """
 from mcp.server.fastmcp import FastMCP
+from mcp.types import CallToolResult, TextContent
 server = FastMCP("noop", log_level="WARNING")
 
 @server.tool()
-def noop(query: str) -> str:
-    \"\"\"Return the query.\"\"\"
-    return query
+async def noop(query: str) -> CallToolResult:
+    \"\"\"Return the query (no output schema, like pirag-mcp's tools: nothing for the client to validate).\"\"\"
+    return CallToolResult(content=[TextContent(type="text", text=query)])
 
 server.run()
 """
