@@ -59,34 +59,36 @@ def theil_sen(x: Sequence[float], y: Sequence[float], max_points: int = 400) -> 
 
 def change_points(values: Sequence[float], min_size: int = 4, threshold: float = 6.0, scale_floor: float = 0.0,
                   min_effect: float = 0.0, max_points: int = 8) -> list[int]:
-    """Binary segmentation on medians: indices where the level changes.
+    """Indices where the level of the series changes, by a sliding two-sample median test.
 
-    A split is kept when the two sides' medians differ by more than ``min_effect`` and by ``threshold`` robust
-    sigmas of the series (scaled by sqrt(n_left*n_right/n), like a two-sample statistic)."""
+    At each index the medians of the ``2 * min_size`` points before and after are compared; a change is kept where
+    they differ by more than ``min_effect`` and by ``threshold`` robust sigmas of the whole series (scaled by
+    sqrt(window / 2), like a two-sample statistic). Unlike binary segmentation on medians, a short bump (a fault
+    that comes and goes) yields both of its edges. Local maxima only, at least one window apart."""
     array = np.asarray(values, dtype=float)
+    window = 2 * min_size
+    if array.size < 2 * window:
+        return []
     _, sigma = median_mad(array)
     scale = max(sigma, scale_floor, 1e-12)
+    statistic = np.zeros(array.size)
+    for index in range(window, array.size - window + 1):
+        difference = abs(float(np.median(array[index:index + window])) - float(np.median(array[index - window:index])))
+        if difference > min_effect:
+            statistic[index] = difference / scale * math.sqrt(window / 2)
     found: list[int] = []
-
-    def split(start: int, end: int) -> None:
-        if len(found) >= max_points or end - start < 2 * min_size:
-            return
-        best, best_index = 0.0, -1
-        for index in range(start + min_size, end - min_size + 1):
-            left, right = array[start:index], array[index:end]
-            difference = abs(float(np.median(right)) - float(np.median(left)))
-            if difference <= min_effect:
-                continue
-            statistic = difference / scale * math.sqrt(len(left) * len(right) / (end - start))
-            if statistic > best:
-                best, best_index = statistic, index
-        if best_index < 0 or best < threshold:
-            return
-        found.append(best_index)
-        split(start, best_index)
-        split(best_index, end)
-
-    split(0, array.size)
+    while len(found) < max_points:
+        best = int(np.argmax(statistic))
+        if statistic[best] < threshold:
+            break
+        low = high = best
+        while low > 0 and statistic[low - 1] == statistic[best]:
+            low -= 1
+        while high < array.size - 1 and statistic[high + 1] == statistic[best]:
+            high += 1
+        point = (low + high + 1) // 2
+        found.append(point)
+        statistic[max(0, min(low, point - window)):max(high, point + window) + 1] = 0.0
     return sorted(found)
 
 

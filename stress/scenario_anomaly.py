@@ -35,7 +35,7 @@ from .report import Check
 from .scenario_base import Outcome, Run, scenario_main
 
 NAME = "anomaly-detection"
-QUICK = {"clean": 12.0, "faulty": 24.0, "gap": 4.0, "clients": 4, "rate": 5.0}
+QUICK = {"clean": 10.0, "faulty": 22.0, "gap": 3.0, "clients": 4, "rate": 5.0}
 MIX = {"search": 40, "recall": 20, "timeline": 20, "ping": 20}
 HEADER = struct.Struct(">I")
 FAULTS = ("garbage", "slowloris", "vanish", "sigstop")

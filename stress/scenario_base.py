@@ -29,6 +29,9 @@ from .monitor import Monitor, resource_summary
 from .report import Check, Sample
 from .workers import WorkerSpec, default_workers, run_workers, split_clients
 
+# Reports of the runs made in this process, newest last (``pirag-stress all`` reads them).
+REPORTS: list[dict[str, Any]] = []
+
 
 @dataclass
 class Outcome:
@@ -186,6 +189,7 @@ class Run:
         md_path.write_text(report.markdown(data))
         report.print_final(data)
         self.report = data
+        REPORTS.append(data)
         return 0 if data["passed"] or not self.args.check else 1
 
     def close(self) -> None:

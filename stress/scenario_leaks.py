@@ -1,0 +1,87 @@
+"""``memory-leaks``: a long mixed run on a bounded data set (facts, sources and queries drawn from fixed pools, so
+the stores stop growing after warm-up); the daemon's RSS, USS, open FDs and threads are sampled every 0.5 s and
+a robust (Theil-Sen) slope after warm-up, against the daemon's own request count, gives MB per 10k operations.
+
+A slope above ``--max-mb-per-10k`` fails the check. Warm-up (the first ``--warmup`` fraction of the run) is left
+out: caches fill and lazily created objects appear there. The slope is taken against operations rather than
+time so that a slow machine and a fast one give comparable figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import numpy as np
+
+from .anomaly import change_points, theil_sen
+from .report import Check
+from .scenario_base import Outcome, Run, common_checks, scenario_main
+from .scenario_concurrent import cleanup, seed_project
+
+NAME = "memory-leaks"
+QUICK = {"duration": 15.0, "clients": 4, "max_mb_per_10k": 200.0}
+MIX = {"search": 35, "recall": 20, "remember": 15, "log_episode": 5, "timeline": 15, "ingest_small": 10}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds (default 300)")
+    parser.add_argument("--max-ops", type=int, default=1_000_000, help="requests per client at most")
+    parser.add_argument("--warmup", type=float, default=0.25, help="fraction of the run left out of the fit")
+    parser.add_argument("--pool", type=int, default=200, help="distinct facts/queries/sources per client")
+    parser.add_argument("--max-mb-per-10k", type=float, default=8.0, help="check: RSS slope, MB per 10k ops")
+    parser.add_argument("--max-fds-per-10k", type=float, default=2.0, help="check: open-FD slope per 10k ops")
+    parser.add_argument("--max-error-rate", type=float, default=0.001)
+
+
+def fit(run: Run, start: float, end: float, warmup: float) -> dict[str, Any]:
+    status = [s for s in run.monitor.status_samples if start <= s["t"] <= end]
+    process = [s for s in run.monitor.process_samples if start <= s.t <= end]
+    if len(status) < 4 or len(process) < 8:
+        return {"error": "too few samples"}
+    fit_from = start + warmup * (end - start)
+    status_t = np.asarray([s["t"] for s in status])
+    requests = np.asarray([s["requests"] for s in status], dtype=float)
+    kept = [s for s in process if s.t >= fit_from]
+    t = np.asarray([s.t for s in kept])
+    ops = np.interp(t, status_t, requests)  # the daemon's own cumulative request count at each sample
+    ops_span = float(ops[-1] - ops[0]) if ops.size else 0.0
+    figures: dict[str, Any] = {"ops_fitted": int(ops_span), "samples_fitted": int(t.size),
+                               "fit_from_s": round(fit_from - run.start, 1)}
+    for name in ("rss_mb", "uss_mb", "fds", "threads"):
+        values = [getattr(s, name) for s in kept]
+        if any(v is None for v in values) or ops_span <= 0:
+            figures[f"{name}_per_10k_ops"] = None
+            continue
+        slope, _ = theil_sen(ops, values)
+        figures[f"{name}_per_10k_ops"] = round(slope * 10_000, 3)
+    rss = np.asarray([s.rss_mb for s in kept])
+    slope_t, intercept_t = theil_sen(t - run.start, rss)
+    figures["rss_fit"] = {"t": [round(float(t[0] - run.start), 2), round(float(t[-1] - run.start), 2)],
+                          "slope_mb_per_s": round(slope_t, 5), "intercept": round(intercept_t, 2)}
+    figures["rss_mb_per_hour"] = round(slope_t * 3600, 1)
+    figures["rss_change_points_s"] = [round(float(t[i] - run.start), 1)
+                                      for i in change_points(rss, min_size=8, threshold=8, min_effect=5.0)]
+    figures["ops_per_s"] = round(ops_span / max(1e-9, float(t[-1] - t[0])), 1)
+    return figures
+
+
+def run(run: Run, args: argparse.Namespace) -> Outcome:
+    project = f"{args.tag}-docs"
+    seed_project(run, project)
+    specs = run.specs(args.clients, args.duration, MIX, projects=[project], max_ops=args.max_ops, bounded=True,
+                      pool_size=args.pool)
+    start, end, samples = run.traffic(specs, f"{args.clients} clients, bounded data")
+    figures = fit(run, start, end, args.warmup)
+    figures["cleanup"] = cleanup(run, [project])
+    checks = common_checks(run, samples, args.max_error_rate, None)
+    checks.append(Check("RSS slope, MB per 10k ops", figures.get("rss_mb_per_10k_ops"), args.max_mb_per_10k, "<="))
+    if figures.get("fds_per_10k_ops") is not None:
+        checks.append(Check("open-FD slope per 10k ops", figures["fds_per_10k_ops"], args.max_fds_per_10k, "<="))
+    return Outcome(figures=figures, checks=checks)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return scenario_main(sys.modules[__name__], argv)
