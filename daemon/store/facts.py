@@ -93,6 +93,9 @@ class Filter:
         if not tags:
             return self
         marks = ",".join("?" * len(tags))
+        # Tags are the selective part: keep the planner from walking the whole project's index to test them.
+        self.clauses = [f"+{clause}" if clause.startswith(f"{self.alias}.project IN") else clause
+                        for clause in self.clauses]
         if mode == "all":
             self.add(f"{{a}}.seq IN (SELECT fact_seq FROM fact_tag WHERE tag IN ({marks}) "
                      f"GROUP BY fact_seq HAVING count(*) = ?)", *tags, len(set(tags)))

@@ -72,7 +72,7 @@ class Stack:
 
     async def settle(self) -> None:
         """Wait until the episode indexer has embedded everything logged so far."""
-        for _ in range(500):
+        for _ in range(3000):
             pending = await self.db.read(lambda c: c.execute(
                 "SELECT count(*) FROM episode WHERE vector IS NULL").fetchone()[0])
             if not pending:

@@ -177,7 +177,7 @@ def test_index_rebuilt_from_sqlite_at_start(tmp_path: Path) -> None:
                 await s.call("remember", content=f"fact number {n} about topic {n % 3}", project="p")
         fresh = Stack(tmp_path)  # a new, empty index: the stand-in for a lost Chroma directory
         async with fresh as s:
-            for _ in range(100):
+            for _ in range(3000):
                 if s.memory.fact_vectors.ready:
                     break
                 import asyncio
