@@ -19,14 +19,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "anomaly-detection": ("scenario_anomaly", "scenario: inject faults, detect them with robust statistics"),
     "quick": ("scenario_quick", "all six scenarios, small (CI); `all` runs them at default size"),
     "all": ("scenario_all", "all six scenarios at default size (--quick: small)"),
-    "concurrent": ("scenario_concurrent", "scenario: N clients at once on a realistic op mix"),
-    "large-files": ("scenario_large_files", "scenario: 1 MB / 10 MB ingests while other clients search"),
-    "load": ("scenario_load", "scenario: step the request rate up to the p99 knee"),
-    "project-churn": ("scenario_churn", "scenario: create, fill, query, drop projects; nothing may be left"),
-    "memory-leaks": ("scenario_leaks", "scenario: long mixed run, robust RSS slope per 10k ops"),
-    "anomaly-detection": ("scenario_anomaly", "scenario: inject faults, detect them with robust statistics"),
-    "quick": ("scenario_quick", "all six scenarios, small (CI); `all` runs them at default size"),
-    "all": ("scenario_all", "all six scenarios at default size (--quick: small)"),
     "compare": ("compare", "pirag vs llama-cpp-python (naive, server), Chroma's server, sentence-transformers, echo"),
 }
 
