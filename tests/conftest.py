@@ -156,7 +156,8 @@ def daemon_factory(xprocess: Any, short_tmp: Path) -> Iterator[Any]:
     def factory(name: str, config: dict[str, Any] | None = None, timeout: float = 300) -> DaemonHandle:
         root = short_tmp / f"{name[:20]}{next(counter)}"
         root.mkdir()
-        handle = start_daemon(xprocess, f"pirag-{root.name}", root, config or {}, timeout)
+        # short_tmp is unique per session: concurrent pytest runs sharing .pytest_cache never share a name
+        handle = start_daemon(xprocess, f"pirag-{short_tmp.name}-{root.name}", root, config or {}, timeout)
         started.append(handle)
         return handle
 
@@ -168,6 +169,7 @@ def daemon_factory(xprocess: Any, short_tmp: Path) -> Iterator[Any]:
             handle.assert_clean_log()
         except AssertionError as exc:
             failures.append(str(exc))
+        shutil.rmtree(Path(xprocess.rootdir) / handle.name, ignore_errors=True)
     assert not failures, "\n\n".join(failures)
 
 
