@@ -168,8 +168,9 @@ def daemon_factory(xprocess: Any, short_tmp: Path) -> Iterator[Any]:
         try:
             handle.assert_clean_log()
         except AssertionError as exc:
-            failures.append(str(exc))
-        shutil.rmtree(Path(xprocess.rootdir) / handle.name, ignore_errors=True)
+            failures.append(str(exc))  # its log stays in .pytest_cache/d/.xprocess for a look
+        else:
+            shutil.rmtree(Path(xprocess.rootdir) / handle.name, ignore_errors=True)
     assert not failures, "\n\n".join(failures)
 
 
