@@ -48,8 +48,8 @@ from .ping_bench import _start_echo
 TARGET_EMBED_VS_SERVER_20 = 2.0     # pirag embedding throughput >= 2x the llama-cpp-python server, 20 clients
 TARGET_SEARCH_VS_CHROMA = 3.0       # pirag search p50 (cache miss, embedding included) <= 3x Chroma's HTTP query
 
-QUICK = {"texts": 40, "collection": 200, "queries": 30, "pings": 2000, "max_seconds": 90.0}
-FULL = {"texts": 160, "collection": 1000, "queries": 150, "pings": 10000, "max_seconds": 300.0}
+QUICK = {"texts": 40, "collection": 200, "queries": 30, "pings": 2000, "rounds": 1, "max_seconds": 60.0}
+FULL = {"texts": 120, "collection": 1000, "queries": 150, "pings": 10000, "rounds": 2, "max_seconds": 180.0}
 
 
 def ms(seconds: float) -> float:
@@ -281,7 +281,7 @@ def machine() -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = dict(QUICK if args.quick else FULL)
-    for key in ("texts", "collection", "queries"):
+    for key in ("texts", "collection", "queries", "pings", "rounds"):
         if getattr(args, key):
             sizes[key] = getattr(args, key)
     report = Report()
@@ -336,15 +336,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001
             report.peer_skipped("echo_floor", f"{type(exc).__name__}: {exc}")
 
-        # embedding: pirag under 1 and 20 clients, and in bulk
         max_s = sizes["max_seconds"]
-        print(f"[2/5] embedding {len(texts)} texts: pirag 1 client, 20 clients, batches of 64", flush=True)
-        data["pirag"]["embed_1_client"] = asyncio.run(
-            pirag_embed_clients(socket, tagged(texts, f"p1{nonce}"), 1, time.monotonic() + max_s))
-        data["pirag"]["embed_20_clients"] = asyncio.run(
-            pirag_embed_clients(socket, tagged(texts, f"p20{nonce}"), 20, time.monotonic() + max_s))
-        data["pirag"]["embed_bulk_64"] = asyncio.run(
-            pirag_embed_bulk(socket, tagged(texts, f"pb{nonce}"), 64, time.monotonic() + max_s))
         short_queries = [" ".join(random.Random(i).sample(WORDS, 5)) + f" q{nonce}{i}" for i in range(20)]
         query_latencies = []
         for query in short_queries:
@@ -353,8 +345,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             query_latencies.append(time.perf_counter() - t0)
         data["pirag"]["short_query_embed_p50_ms"] = ms(percentile(query_latencies, 50))
 
-        # 1. naive llama-cpp-python in-process
-        print("[3/5] naive llama-cpp-python in-process, one text per call", flush=True)
+        # 1. naive llama-cpp-python in-process (the daemon sits idle meanwhile)
+        print(f"[2/5] embedding {len(texts)} texts: naive llama-cpp-python in-process, one text per call", flush=True)
         if not peers.module_available("llama_cpp"):
             report.peer_skipped("llama_cpp_naive", "llama-cpp-python is not installed")
         elif not model_readable:
@@ -367,7 +359,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "queries": [q + " naive" for q in short_queries]}, timeout=max_s + 120)
                 if threads > 1:
                     # the same peer with one thread, as a second opinion: on a loaded machine llama.cpp's
-                    # spinning thread barriers can make 2 threads far slower than 1 (FINDINGS)
+                    # spinning thread barriers can make 2 threads far slower than 1
                     try:
                         figures["one_thread"] = peers.run_child("naive", {
                             "model": model_path, "threads": 1, "warmup": warmup,
@@ -379,9 +371,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except Exception as exc:  # noqa: BLE001
                 report.peer_skipped("llama_cpp_naive", str(exc))
 
-        # 2. llama-cpp-python's OpenAI-compatible server, 1 and 20 clients
-        print("[4/5] llama-cpp-python server (127.0.0.1), 1 and 20 clients", flush=True)
+        # 2. llama-cpp-python's OpenAI-compatible server vs pirag, 1 and 20 clients, alternated round by round
+        print("[3/5] llama-cpp-python server (127.0.0.1) and pirag, 1 and 20 clients, alternated", flush=True)
+        best: dict[tuple[str, int], dict[str, Any]] = {}
+
+        def keep(name: str, clients: int, figures: dict[str, Any]) -> None:
+            if (name, clients) not in best or figures["texts_per_s"] > best[name, clients]["texts_per_s"]:
+                best[name, clients] = figures
+
+        def pirag_round(round_number: int, clients: int) -> None:
+            keep("pirag", clients, asyncio.run(pirag_embed_clients(
+                socket, tagged(texts, f"p{clients}r{round_number}{nonce}"), clients, time.monotonic() + max_s)))
+
         missing = peers.llama_server_missing()
+        server_up = False
         if missing:
             report.peer_skipped("llama_cpp_server", missing)
         elif not model_readable:
@@ -394,23 +397,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="cmp-llama-", dir="/tmp") as directory:
                 try:
                     with peers.ServerPeer("llama_cpp_server", argv, port, "/v1/models", Path(directory), 120) as peer:
+                        server_up = True
+
                         async def warm() -> None:
                             connection = await peers.HttpConnection(port).connect()
                             for text in warmup:
                                 await connection.request("POST", "/v1/embeddings", {"input": text})
                             connection.close()
                         asyncio.run(warm())
-                        one = asyncio.run(server_embed_clients(port, tagged(texts, f"s1{nonce}"), 1,
-                                                               time.monotonic() + max_s))
-                        twenty = asyncio.run(server_embed_clients(port, tagged(texts, f"s20{nonce}"), 20,
-                                                                  time.monotonic() + max_s))
-                        report.peer_ok("llama_cpp_server", {"1_client": one, "20_clients": twenty},
-                                       argv=" ".join(argv[1:]), start_s=round(peer.start_s, 2))
+                        for round_number in range(sizes["rounds"]):
+                            for clients in (1, 20):
+                                keep("server", clients, asyncio.run(server_embed_clients(
+                                    port, tagged(texts, f"s{clients}r{round_number}{nonce}"), clients,
+                                    time.monotonic() + max_s)))
+                                pirag_round(round_number, clients)
+                        report.peer_ok("llama_cpp_server", {"1_client": best["server", 1],
+                                                            "20_clients": best["server", 20]},
+                                       argv=" ".join(argv[1:]), start_s=round(peer.start_s, 2),
+                                       rounds=sizes["rounds"])
                 except Exception as exc:  # noqa: BLE001
                     report.peer_skipped("llama_cpp_server", str(exc))
+        if ("pirag", 20) not in best:
+            print("      pirag alone, 1 and 20 clients", flush=True)
+            for round_number in range(sizes["rounds"]):
+                for clients in (1, 20):
+                    pirag_round(round_number + (100 if server_up else 0), clients)
+        data["pirag"]["embed_1_client"] = best["pirag", 1] | {"rounds": sizes["rounds"], "best": "texts/s"}
+        data["pirag"]["embed_20_clients"] = best["pirag", 20] | {"rounds": sizes["rounds"], "best": "texts/s"}
+        print("      pirag, batches of 64 per request", flush=True)
+        data["pirag"]["embed_bulk_64"] = asyncio.run(
+            pirag_embed_bulk(socket, tagged(texts, f"pb{nonce}"), 64, time.monotonic() + max_s))
 
         # 4. sentence-transformers on the same checkpoint
-        print("      sentence-transformers, batch 64", flush=True)
+        print("[4/5] sentence-transformers, batch 64", flush=True)
         if not (peers.module_available("torch") and peers.module_available("sentence_transformers")):
             report.peer_skipped("sentence_transformers", "torch / sentence-transformers are not installed (an "
                                 "optional peer: pip install sentence-transformers)")
@@ -439,7 +458,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # 3. search: pirag vs Chroma's own server on the same vectors
         print(f"[5/5] search over {sizes['collection']} chunks: pirag socket vs chroma run over HTTP", flush=True)
-        search_phase(client, socket, report, base[:sizes["collection"]], sizes, nonce, max_s)
+        search_phase(client, socket, report, base[:sizes["collection"]], sizes, nonce, max_s, args.chroma)
 
     data["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     for name in PEER_NAMES:
@@ -449,7 +468,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def search_phase(client: Client, socket: str, report: Report, chunks: list[str], sizes: dict[str, Any],
-                 nonce: str, max_s: float) -> None:
+                 nonce: str, max_s: float, chroma: str | None) -> None:
     data = report.data
     project = f"compare-{nonce}"
     texts = tagged(chunks, f"c{nonce}")
@@ -478,9 +497,10 @@ def search_phase(client: Client, socket: str, report: Report, chunks: list[str],
         data["pirag"]["search_hit"] = search_timings(client, project, [queries[0]] * len(queries), True,
                                                      time.monotonic() + max_s)
 
-        executable = peers.chroma_executable()
-        if executable is None:
-            report.peer_skipped("chroma_server", "the chroma command (from chromadb) is not installed")
+        executable = chroma or peers.chroma_executable()
+        if executable is None or not os.access(executable, os.X_OK):
+            report.peer_skipped("chroma_server", f"the chroma command (from chromadb) is not installed"
+                                + (f": {executable} is not an executable" if executable else ""))
             return
         if not peers.module_available("chromadb"):
             report.peer_skipped("chroma_server", "chromadb is not installed")
@@ -693,6 +713,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--texts", type=int, help="texts per embedding measurement")
     parser.add_argument("--collection", type=int, help="chunks in the search collection")
     parser.add_argument("--queries", type=int, help="search queries per measurement")
+    parser.add_argument("--pings", type=int, help="ping round trips per measurement (IPC floor)")
+    parser.add_argument("--rounds", type=int, help="alternated pirag/server rounds (best of each is kept)")
+    parser.add_argument("--chroma", help="the chroma command to run (default: beside this Python, else on PATH)")
     args = parser.parse_args(argv)
     data = run(args)
     print_report(data)
