@@ -137,11 +137,23 @@ class Searcher:
         found: list[tuple[int, str]] = []
         # every word first (selective, so cheap on a big corpus); any word when that finds too little
         for match in dict.fromkeys((fts_query(args.query, conjunction=True), fts_query(args.query))):
-            found = conn.execute(
-                f"SELECT c.id, s.source FROM doc_chunk_fts f JOIN doc_chunk c ON c.id = f.rowid"
-                f" JOIN doc_source s ON s.id = c.source_id"
-                f" WHERE doc_chunk_fts MATCH ? AND c.project_id IN ({marks}){where}"
-                f" ORDER BY bm25(doc_chunk_fts, 1.0, 0.5) LIMIT ?", (match, *project_ids, *params, limit)).fetchall()
+            # FTS5 ranks inside its own index first (cheap); only the best rows are joined and filtered by
+            # project. Too few survive the filters: widen the inner limit (finally: every match).
+            inner = limit * 4
+            while True:
+                found = conn.execute(
+                    f"SELECT c.id, s.source FROM (SELECT rowid AS id, bm25(doc_chunk_fts, 1.0, 0.5) AS score"
+                    f" FROM doc_chunk_fts WHERE doc_chunk_fts MATCH ? ORDER BY score LIMIT ?) m"
+                    f" JOIN doc_chunk c ON c.id = m.id JOIN doc_source s ON s.id = c.source_id"
+                    f" WHERE c.project_id IN ({marks}){where} ORDER BY m.score LIMIT ?",
+                    (match, inner, *project_ids, *params, limit)).fetchall()
+                if len(found) >= limit or inner < 0:
+                    break
+                matched = conn.execute("SELECT count(*) FROM doc_chunk_fts WHERE doc_chunk_fts MATCH ?",
+                                       (match,)).fetchone()[0]
+                if matched <= inner:
+                    break
+                inner = inner * 16 if inner * 16 < matched else -1
             if len(found) >= min(limit, candidates // 2):
                 break
         if args.path_glob:
