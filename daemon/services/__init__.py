@@ -1,0 +1,1 @@
+"""The services (documents, search, memory, episodes): they compose store + embed + caches."""
