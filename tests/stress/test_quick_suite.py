@@ -20,10 +20,16 @@ KNOWN_DAEMON_DEFECTS: dict[tuple[str, str], str] = {
 }
 
 
+@pytest.fixture(scope="module")
+def stress_daemon(daemon_factory: Any) -> Any:
+    """Its own daemon with the real model: the churn and the faults must not disturb other tests' daemon."""
+    return daemon_factory("stressreal", {})
+
+
 @pytest.mark.slow
-def test_quick_suite_against_the_real_daemon(real_daemon: Any, tmp_path: Path) -> None:
+def test_quick_suite_against_the_real_daemon(stress_daemon: Any, tmp_path: Path) -> None:
     out = tmp_path / "results"
-    code = scenario_all.run_all("", str(out), ["--socket", str(real_daemon.socket), "--no-live"], quick=True)
+    code = scenario_all.run_all("", str(out), ["--socket", str(stress_daemon.socket), "--no-live"], quick=True)
     summary = json.loads((out / "summary.json").read_text())
     assert [row["scenario"] for row in summary["scenarios"]] == scenario_all.SCENARIOS
     known: list[str] = []
