@@ -706,7 +706,14 @@ def print_report(data: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pirag-stress compare", description=__doc__.split("\n\n")[0])
+    argv = sys.argv[1:] if argv is None else argv
+    if "--techniques" in argv:
+        from . import techniques
+
+        return techniques.main([arg for arg in argv if arg != "--techniques"])
+    parser = argparse.ArgumentParser(prog="pirag-stress compare", description=__doc__.split("\n\n")[0],
+                                     epilog="pirag-stress compare --techniques --help: each technique with and "
+                                     "without it (temporary daemons)")
     parser.add_argument("--socket", default=str(default_socket_path()))
     parser.add_argument("--quick", action="store_true", help=f"small sizes {QUICK} (default {FULL})")
     parser.add_argument("--json", help="also write the figures to this file")
