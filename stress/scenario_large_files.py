@@ -27,7 +27,8 @@ from .scenario_base import Outcome, Run, common_checks, scenario_main
 from .scenario_concurrent import cleanup, seed_project
 
 NAME = "large-files"
-QUICK = {"sizes": "0.05", "searchers": 2, "baseline": 2.0, "max_duration": 60.0}
+QUICK = {"sizes": "0.05", "searchers": 2, "baseline": 2.0, "max_duration": 60.0,
+         "max_search_p99_ms": 30000.0}
 SEARCH_MIX = {"search": 70, "search_nocache": 30}
 
 

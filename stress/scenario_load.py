@@ -21,7 +21,7 @@ from .scenario_base import Outcome, Run, scenario_main
 from .scenario_concurrent import cleanup, parse_mix, seed_project
 
 NAME = "load"
-QUICK = {"start_rate": 4.0, "max_rate": 16.0, "step_s": 3.0, "clients": 4, "target_p99_ms": 2000.0,
+QUICK = {"start_rate": 4.0, "max_rate": 16.0, "step_s": 3.0, "clients": 4, "target_p99_ms": 2000.0, "min_sustainable_rps": 0.0,
          "mix": "search=40,recall=20,timeline=20,remember=10,log_episode=10"}
 
 
