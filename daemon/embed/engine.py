@@ -170,7 +170,9 @@ class EmbedEngine:
         self._model_path = Path(model_path) if model_path else (Path(config.model) if config.model else None)
         self._state_dir = Path(state_dir) if state_dir else None
         self._progress = progress or (lambda message: None)
-        self._use_extra_bufts = use_extra_bufts
+        if use_extra_bufts is None and config.extra_buffer_types != "auto":
+            use_extra_bufts = config.extra_buffer_types == "on"
+        self._use_extra_bufts = use_extra_bufts      # None: llama.cpu_has_amx() decides
         self.contexts, self.threads_per_context = pool_shape(config)
         self.model: ModelInfo | None = None
         self._tokenizer: Any = None

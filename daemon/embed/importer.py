@@ -151,8 +151,11 @@ def import_checkpoint(source: str | Path, out: str | Path, *, quant: str = "q8_0
 
 
 def write_f16_gguf(checkpoint: Checkpoint, path: str | Path, source_sha256: str = "") -> None:
+    import logging
+
     import gguf
 
+    logging.getLogger("gguf").setLevel(logging.WARNING)     # its INFO lines name our temporary file
     config = checkpoint.config
     layers = int(config["num_hidden_layers"])
     weights = load_weights(checkpoint)
