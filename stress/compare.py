@@ -49,7 +49,7 @@ TARGET_EMBED_VS_SERVER_20 = 2.0     # pirag embedding throughput >= 2x the llama
 TARGET_SEARCH_VS_CHROMA = 3.0       # pirag search p50 (cache miss, embedding included) <= 3x Chroma's HTTP query
 
 QUICK = {"texts": 40, "collection": 200, "queries": 30, "pings": 2000, "rounds": 1, "max_seconds": 60.0}
-FULL = {"texts": 120, "collection": 1000, "queries": 150, "pings": 10000, "rounds": 2, "max_seconds": 180.0}
+FULL = {"texts": 80, "collection": 600, "queries": 100, "pings": 10000, "rounds": 2, "max_seconds": 150.0}
 
 
 def ms(seconds: float) -> float:

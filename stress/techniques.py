@@ -9,6 +9,7 @@ alternating, keeping the best round of each (machine noise hits them all alike):
   contexts-2    embed.contexts = 2, embed.threads_per_context = 1
   no-flash      embed.flash_attn = false
   no-caches     embed.cache_entries = 0 and search.cache_entries = 0
+  batch-256     embed.batch_tokens = 256 (smaller packs: at most one ~170-token chunk per llama.cpp batch)
 
 Then, with chromadb in-process (no daemon needed), two storage techniques that have no switch:
 bulk upserts (one ``upsert`` of N vectors vs N upserts of one) and per-project collections (a query on a
@@ -43,6 +44,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "contexts-2": {"embed": {"contexts": 2, "threads_per_context": 1}},
     "no-flash": {"embed": {"flash_attn": False}},
     "no-caches": {"embed": {"cache_entries": 0}, "search": {"cache_entries": 0}},
+    "batch-256": {"embed": {"batch_tokens": 256}},
 }
 
 
@@ -131,6 +133,32 @@ def measure_variant(daemon: Daemon, base: list[str], tag: str, max_s: float) -> 
     return figures
 
 
+def storage_batching(daemon: Daemon, chunks: list[str], tag: str) -> dict[str, Any]:
+    """Ingestion with its embeddings already cached (so only chunking and storage are timed): one request of
+    N documents (one SQLite transaction and one Chroma upsert per adaptive batch) vs N requests of one."""
+    half = len(chunks) // 2
+    batched, single = tagged(chunks[:half], f"{tag}B"), tagged(chunks[half:2 * half], f"{tag}S")
+    with Client(daemon.socket, timeout=600) as client:
+        for texts in (batched, single):
+            for start in range(0, len(texts), 64):
+                client.embed(texts[start:start + 64], format="f32")
+        before = client.status().components["embed"]["cache"]
+        t0 = time.perf_counter()
+        client.ingest("storage-batched", documents=[DocumentIn(source=f"b{i}.txt", text=text)
+                                                    for i, text in enumerate(batched)])
+        batched_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i, text in enumerate(single):
+            client.ingest("storage-single", documents=[DocumentIn(source=f"s{i}.txt", text=text)])
+        single_s = time.perf_counter() - t0
+        after = client.status().components["embed"]["cache"]
+        counts = {p.name: p.chunks for p in client.list_projects().projects}
+    return {"documents": half, "one_request_docs_per_s": round(half / batched_s, 1),
+            "one_request_per_doc_docs_per_s": round(half / single_s, 1), "ratio": round(single_s / batched_s, 1),
+            "chunks": [counts.get("storage-batched"), counts.get("storage-single")],
+            "embed_cache_misses_during_ingest": after["misses"] - before["misses"]}
+
+
 def chroma_techniques(dims: int, bulk: int, per_project: int, projects: int) -> dict[str, Any]:
     import chromadb
     import numpy as np
@@ -187,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-seconds", type=float, default=120)
     parser.add_argument("--only", help="comma-separated variants (default: all)")
+    parser.add_argument("--storage-docs", type=int, default=200, help="documents for the storage batching test")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     with Client(args.socket) as client:
@@ -216,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
                         better = max if key.startswith("embed_") else min
                         best[name][key] = better(best[name][key], value)
         report["variants"] = {name: {"config": VARIANTS[name], "figures": figures} for name, figures in best.items()}
+        if "base" in daemons and args.storage_docs:
+            print("storage batching on the base daemon (embeddings cached first)", flush=True)
+            report["storage_batching"] = storage_batching(
+                daemons["base"], build_chunks(args.storage_docs, Tokens(model["path"]), seed=11), str(os.getpid()))
+            print(f"  {report['storage_batching']}", flush=True)
     finally:
         for daemon in daemons.values():
             daemon.stop()
