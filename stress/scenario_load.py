@@ -27,8 +27,8 @@ QUICK = {"start_rate": 4.0, "max_rate": 16.0, "step_s": 3.0, "clients": 4, "targ
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=16, help="connections sharing the offered rate")
-    parser.add_argument("--start-rate", type=float, default=5.0, help="first step, requests/s (default 5)")
-    parser.add_argument("--factor", type=float, default=1.6, help="rate multiplier per step (default 1.6)")
+    parser.add_argument("--start-rate", type=float, default=2.0, help="first step, requests/s (default 2)")
+    parser.add_argument("--factor", type=float, default=1.5, help="rate multiplier per step (default 1.5)")
     parser.add_argument("--max-rate", type=float, default=2000.0, help="last step at most, requests/s")
     parser.add_argument("--step-s", type=float, default=10.0, help="seconds per step (default 10)")
     parser.add_argument("--target-p99-ms", type=float, default=500.0, help="p99 the sustainable rate must meet")
