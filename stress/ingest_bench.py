@@ -1,6 +1,7 @@
 """Document ingestion and search benchmark, through the socket (client library only; never daemon code).
 
     python -m pirag.stress.ingest_bench --sizes 1,10 [--socket PATH] [--workdir /tmp/pirag-bench] [--big]
+    python -m pirag.stress.ingest_bench --socket PATH --search-only PROJECT    # search figures only
 
 1. Builds corpora of ~N MB from the Python standard library present on this machine (``.py`` sources, plus
    ``.rst``/``.txt``/``.html`` docs when installed) by copying files into ``--workdir/corpus-N``. The daemon
@@ -9,7 +10,7 @@
    embedding engine's own throughput measured in the same run with the ``embed`` op on texts of the same
    size as the chunks (target: ingestion >= 0.9x the engine).
 3. Search latency over the socket: cache misses (``use_cache=False``, distinct queries so the embedding cache
-   does not help either) p50/p99, and cache hits p50. With ``--big`` it first grows one project to
+   does not help either) p50/p99, for common-word queries and for natural questions, and cache hits p50. With ``--big`` it first grows one project to
    ``--big-chunks`` chunks (default 100k) by ingesting copies of the corpus.
 4. Daemon RSS after indexing, from ``status``.
 """
@@ -34,6 +35,18 @@ from pirag.client.protocol.documents import DocumentIn
 WORDS = ("parse read write socket thread queue timeout header message decode encode json email logging handler "
          "format request response url cookie async await task event loop process pool lock file path error "
          "retry buffer stream test case assert mock server client string bytes unicode charset").split()
+
+# Questions a person would type (the bench's word salad above stresses keyword search with common code words;
+# these are the realistic load). Both are reported.
+QUESTIONS = ("how do I read a file line by line", "retry a request with exponential backoff",
+             "parse json from a socket", "what does the logging handler do", "close the thread pool on shutdown",
+             "decode bytes as utf-8", "set a timeout on the connection", "where is the email header parsed",
+             "how are cookies stored by the http client", "run a subprocess and capture its output",
+             "compare two dates with a time zone", "walk a directory tree recursively",
+             "why does the lock raise an error", "send an email with an attachment",
+             "format a number with thousands separators", "cancel an asyncio task that hangs",
+             "what happens when the queue is full", "escape html special characters",
+             "read a csv file into a dictionary", "how to mock a method in a unit test")
 
 
 def stdlib_files() -> list[Path]:
@@ -141,6 +154,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def search_latency(client: Client, project: str, queries: int, seed: int) -> dict[str, float]:
+    """Cache misses for the bench's common-word queries (four code words and a number) and for natural
+    questions (``QUESTIONS`` with a number appended, so that neither cache helps), then cache hits."""
     rng = random.Random(seed)
     misses: list[float] = []
     for number in range(queries):
@@ -148,6 +163,12 @@ def search_latency(client: Client, project: str, queries: int, seed: int) -> dic
         started = time.perf_counter()
         client.search(query, project, k=8, use_cache=False)
         misses.append((time.perf_counter() - started) * 1000)
+    natural: list[float] = []
+    for number in range(queries):
+        query = f"{QUESTIONS[number % len(QUESTIONS)]} {number}"
+        started = time.perf_counter()
+        client.search(query, project, k=8, use_cache=False)
+        natural.append((time.perf_counter() - started) * 1000)
     hits: list[float] = []
     client.search("read a file line by line", project, k=8)
     for _ in range(queries):
@@ -156,7 +177,21 @@ def search_latency(client: Client, project: str, queries: int, seed: int) -> dic
         hits.append((time.perf_counter() - started) * 1000)
         assert result.cached
     return {"miss_p50_ms": percentile(misses, 0.5), "miss_p99_ms": percentile(misses, 0.99),
+            "natural_p50_ms": percentile(natural, 0.5), "natural_p99_ms": percentile(natural, 0.99),
             "hit_p50_ms": percentile(hits, 0.5), "queries": queries}
+
+
+def latency_text(latency: dict[str, float]) -> str:
+    return (f"miss p50 {latency['miss_p50_ms']:.2f} ms, p99 {latency['miss_p99_ms']:.2f} ms (common-word queries); "
+            f"miss p50 {latency['natural_p50_ms']:.2f} ms, p99 {latency['natural_p99_ms']:.2f} ms (questions); "
+            f"hit p50 {latency['hit_p50_ms']:.3f} ms")
+
+
+def load_text() -> str:
+    try:
+        return "load average " + " ".join(f"{value:.1f}" for value in os.getloadavg()) + f" on {os.cpu_count()} cpus"
+    except OSError:
+        return "load average n/a"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +205,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", action="store_true", help="grow a project to --big-chunks chunks, then search")
     parser.add_argument("--big-chunks", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark projects")
+    parser.add_argument("--search-only", metavar="PROJECT",
+                        help="only measure search over an existing project (e.g. one kept by --big --keep)")
     args = parser.parse_args(argv)
+    if args.search_only:
+        with Client(args.socket, timeout=3600) as client:
+            info = next((p for p in client.list_projects().projects if p.name == args.search_only), None)
+            if info is None:
+                print(f"no project {args.search_only!r}", file=sys.stderr)
+                return 1
+            embed = client.status().components.get("embed", {})
+            model = embed.get("model_id") or (embed.get("model") or {}).get("model_id")
+            print(f"daemon: model {model}")
+            latency = search_latency(client, args.search_only, args.queries, seed=2)
+            print(f"search over {info.chunks} chunks: {latency_text(latency)}; daemon RSS "
+                  f"{client.status().rss_bytes / (1 << 20):.0f} MiB; {load_text()}")
+        return 0
     workdir = Path(args.workdir)
     files = stdlib_files()
     print(f"corpus source: {len(files)} stdlib files under {sysconfig.get_paths()['stdlib']}")
@@ -203,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{size:g} MB: {count} files, {total / (1 << 20):.2f} MiB -> {info.chunks} chunks in "
                   f"{figures['seconds']:.1f} s: {chunks_s:.1f} chunks/s ({tokens_s:.0f} tokens/s); {engine_text}")
             latency = search_latency(client, project, args.queries, seed=1)
-            print(f"  search over {info.chunks} chunks: miss p50 {latency['miss_p50_ms']:.2f} ms, p99 "
-                  f"{latency['miss_p99_ms']:.2f} ms; hit p50 {latency['hit_p50_ms']:.3f} ms")
+            print(f"  search over {info.chunks} chunks: {latency_text(latency)}; {load_text()}")
             print(f"  daemon RSS {client.status().rss_bytes / (1 << 20):.0f} MiB")
             if not args.keep:
                 client.drop_project(project)
@@ -220,9 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                 chunks = next(p for p in client.list_projects().projects if p.name == project).chunks
                 print(f"  big: {chunks} chunks after {time.perf_counter() - started:.0f} s", flush=True)
             latency = search_latency(client, project, args.queries, seed=2)
-            print(f"big: search over {chunks} chunks: miss p50 {latency['miss_p50_ms']:.2f} ms, p99 "
-                  f"{latency['miss_p99_ms']:.2f} ms; hit p50 {latency['hit_p50_ms']:.3f} ms; daemon RSS "
-                  f"{client.status().rss_bytes / (1 << 20):.0f} MiB")
+            print(f"big: search over {chunks} chunks: {latency_text(latency)}; daemon RSS "
+                  f"{client.status().rss_bytes / (1 << 20):.0f} MiB; {load_text()}")
             if not args.keep:
                 client.drop_project(project)
     return 0

@@ -5,7 +5,9 @@
   time) the filter is applied in SQLite first and, while the matching set is small, the vectors of exactly
   those chunks are scored with numpy (exact, and no Chroma ``where`` slow path); a large matching set asks
   Chroma for more candidates and filters them.
-- **Keyword**: FTS5 ``MATCH`` over chunk text and heading (any query word), ranked by ``bm25``.
+- **Keyword**: FTS5 ``MATCH`` over chunk text and heading (any query word), ranked by ``bm25`` inside the
+  index; the ranked set is bounded (``keyword_expression``: rarest words first) so that common words cannot make
+  one query cost the whole corpus; only the best rows are joined, filtered by project and filters.
 - **Fusion**: reciprocal rank fusion, ``score = sum(1 / (rrf_k + rank))`` over both lists.
 - **Isolation**: every SQL statement names the searched projects' ids, every vector query goes to the
   searched projects' collections only: a project never leaks into another's results.
@@ -29,6 +31,7 @@ from .walk import match_glob
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 EXACT_LIMIT = 20_000       # filtered sets up to this size are scored exactly from SQLite's vectors
+KEYWORD_BUDGET = 1_200     # chunks FTS5 may rank by bm25 for one query (1.5-6 us each on a loaded 2-core x86)
 
 
 STOPWORDS = frozenset("""a an and are as at be but by can do does for from had has have how i if in into is it its
@@ -36,13 +39,16 @@ me my no not of on or our so than that the their them then there these they this
 which who why will with you your""".split())
 
 
-def fts_query(query: str, conjunction: bool = False) -> str:
-    """Quoted query words (stopwords dropped: their posting lists are huge and rank nothing), joined by AND
-    (all words: few, cheap matches) or OR (any word)."""
-    words = [word for word in _WORD.findall(query) if word.casefold() not in STOPWORDS][:32]
-    if not words:
-        words = _WORD.findall(query)[:32]
-    return (" AND " if conjunction else " OR ").join('"' + word.replace('"', '""') + '"' for word in dict.fromkeys(words))
+def fts_terms(query: str) -> list[str]:
+    """The query's distinct words (casefolded), stopwords dropped (their posting lists are huge and rank
+    nothing) unless nothing else is left; at most 16."""
+    words = [word.casefold() for word in _WORD.findall(query)]
+    kept = [word for word in words if word not in STOPWORDS] or words
+    return list(dict.fromkeys(kept))[:16]
+
+
+def _phrase(word: str) -> str:
+    return '"' + word.replace('"', '""') + '"'
 
 
 class Searcher:
@@ -129,36 +135,83 @@ class Searcher:
     @staticmethod
     def _keyword_ranks(conn: sqlite3.Connection, args: SearchArgs, project_ids: list[int], candidates: int,
                        filtered: bool) -> list[int]:
-        if not fts_query(args.query):
+        terms = fts_terms(args.query)
+        if not terms:
+            return []
+        def count(expression: str) -> int:   # cheap (~0.04 us a match): FTS5 walks doclists, ranks nothing
+            return conn.execute("SELECT count(*) FROM doc_chunk_fts WHERE doc_chunk_fts MATCH ?",
+                                (expression,)).fetchone()[0]
+
+        expression, matched, newest = keyword_expression(terms, count)
+        if not matched:
             return []
         where, params = _filter_sql(args)
         marks = ",".join("?" * len(project_ids))
         limit = candidates * (4 if args.path_glob else 1)
-        found: list[tuple[int, str]] = []
-        # every word first (selective, so cheap on a big corpus); any word when that finds too little
-        for match in dict.fromkeys((fts_query(args.query, conjunction=True), fts_query(args.query))):
-            # FTS5 ranks inside its own index first (cheap); only the best rows are joined and filtered by
-            # project. Too few survive the filters: widen the inner limit (finally: every match).
-            inner = limit * 4
-            while True:
-                found = conn.execute(
-                    f"SELECT c.id, s.source FROM (SELECT rowid AS id, bm25(doc_chunk_fts, 1.0, 0.5) AS score"
-                    f" FROM doc_chunk_fts WHERE doc_chunk_fts MATCH ? ORDER BY score LIMIT ?) m"
-                    f" JOIN doc_chunk c ON c.id = m.id JOIN doc_source s ON s.id = c.source_id"
-                    f" WHERE c.project_id IN ({marks}){where} ORDER BY m.score LIMIT ?",
-                    (match, inner, *project_ids, *params, limit)).fetchall()
-                if len(found) >= limit or inner < 0:
-                    break
-                matched = conn.execute("SELECT count(*) FROM doc_chunk_fts WHERE doc_chunk_fts MATCH ?",
-                                       (match,)).fetchone()[0]
-                if matched <= inner:
-                    break
-                inner = inner * 16 if inner * 16 < matched else -1
-            if len(found) >= min(limit, candidates // 2):
+        newer = ""
+        bounds: tuple[int, ...] = ()
+        if newest:   # every word is common: rank the newest KEYWORD_BUDGET chunks that hold them
+            cutoff = conn.execute("SELECT rowid FROM doc_chunk_fts WHERE doc_chunk_fts MATCH ? ORDER BY rowid DESC"
+                                  " LIMIT 1 OFFSET ?", (expression, KEYWORD_BUDGET - 1)).fetchone()
+            if cutoff is not None:
+                newer, bounds, matched = " AND rowid >= ?", (cutoff[0],), KEYWORD_BUDGET
+        # FTS5 ranks the (bounded) match set inside its index; only the best rows are joined and filtered.
+        # Too few survive the filters: widen the inner limit (at most to the whole bounded set).
+        # (other projects' rows are dropped by the join: start wide enough that one pass usually suffices)
+        inner = limit * 4
+        while True:
+            found = conn.execute(
+                f"SELECT c.id, s.source FROM (SELECT rowid AS id, bm25(doc_chunk_fts, 1.0, 0.5) AS score"
+                f" FROM doc_chunk_fts WHERE doc_chunk_fts MATCH ?{newer} ORDER BY score LIMIT ?) m"
+                f" JOIN doc_chunk c ON c.id = m.id JOIN doc_source s ON s.id = c.source_id"
+                f" WHERE +c.project_id IN ({marks}){where} ORDER BY m.score LIMIT ?",
+                (expression, *bounds, inner, *project_ids, *params, limit)).fetchall()
+            if len(found) >= limit or inner >= matched:
                 break
+            inner *= 16
         if args.path_glob:
             found = [(chunk_id, source) for chunk_id, source in found if match_glob(source, args.path_glob)]
         return [chunk_id for chunk_id, _ in found[:candidates]]
+
+
+def keyword_expression(terms: list[str], count: Any) -> tuple[str, int, bool]:
+    """The FTS5 expression to rank, with its match count (an upper bound) and whether only its newest
+    ``KEYWORD_BUDGET`` matches may be ranked.
+
+    bm25 costs a few microseconds per matching row (it reads every row's positions), and common words
+    ("file", "read", "0") match tens of thousands of chunks: ranking them all took 75-200 ms at 100k chunks.
+    Counting matches is ~50x cheaper than ranking them, so: when the words' matches fit ``KEYWORD_BUDGET`` they
+    are all ranked (plain BM25 over every word). Otherwise the rarest words are kept while their matches fit
+    (they carry most of BM25's weight anyway), plus the chunks holding every remaining common word when those
+    fit too. When every word is common (nothing fits), the chunks holding all of them (else any), newest first,
+    are ranked up to the budget. The vector side is unaffected, so a common-word query still finds meaning.
+    """
+    phrases = {term: _phrase(term) for term in terms}
+    any_word = " OR ".join(phrases.values())
+    per_term = {term: count(phrases[term]) for term in terms}
+    total = sum(per_term.values())   # >= the any-word matches
+    if total <= KEYWORD_BUDGET:
+        return any_word, total, False
+    present = sorted((term for term in terms if per_term[term]), key=lambda term: per_term[term])
+    chosen: list[str] = []
+    used = 0
+    for term in present:
+        if used + per_term[term] > KEYWORD_BUDGET:
+            break
+        chosen.append(term)
+        used += per_term[term]
+    clauses = [phrases[term] for term in chosen]
+    rest = present[len(chosen):]
+    every = " AND ".join(phrases[term] for term in rest)
+    together = count(every) if len(rest) > 1 else 0
+    if together and used + together <= KEYWORD_BUDGET:
+        clauses.append(f"({every})")
+        used += together
+    if clauses:
+        return " OR ".join(clauses), used, False
+    if together:
+        return every, together, True
+    return any_word, total, True
 
 
 def _filter_sql(args: SearchArgs) -> tuple[str, list[Any]]:
@@ -191,7 +244,8 @@ def _exact_filtered(conn: sqlite3.Connection, args: SearchArgs, project_ids: lis
     for start in range(0, len(sources), 500):
         part = [row[0] for row in sources[start:start + 500]]
         for chunk_id, blob in conn.execute(
-                f"SELECT id, vector FROM doc_chunk WHERE source_id IN ({','.join('?' * len(part))}) AND model_id = ?",
+                f"SELECT c.id, v.vector FROM doc_chunk c JOIN doc_vector v ON v.chunk_id = c.id"
+                f" WHERE c.source_id IN ({','.join('?' * len(part))}) AND c.model_id = ?",
                 (*part, model_id)):
             ids.append(chunk_id)
             blobs.append(blob)
@@ -224,4 +278,6 @@ def _chunk_details(conn: sqlite3.Connection, chunk_ids: list[int], project_ids: 
     return {row[0]: row[1:] for row in conn.execute(
         f"SELECT c.id, c.project_id, s.source, s.file_type, c.text, c.heading, c.line_start, c.line_end"
         f" FROM doc_chunk c JOIN doc_source s ON s.id = c.source_id"
-        f" WHERE c.id IN ({marks}) AND c.project_id IN ({project_marks})", (*chunk_ids, *project_ids))}
+        # "+": without it SQLite (no ANALYZE statistics) walks the project's whole (project_id, chunk_hash)
+        # index instead of looking the few ids up: 20+ ms of CPU a search at 100k chunks
+        f" WHERE c.id IN ({marks}) AND +c.project_id IN ({project_marks})", (*chunk_ids, *project_ids))}
