@@ -73,6 +73,7 @@ class VectorIndex:
         self.path = config.state_path / "chroma"
         self._client: Any = None
         self._collections: dict[str, Any] = {}
+        self.reopens = 0
         self._executor: ThreadPoolExecutor | None = None
         self._thread_ident: int | None = None
         self._max_batch = 5461
@@ -103,7 +104,8 @@ class VectorIndex:
     def stats(self) -> dict[str, Any]:
         return {"backend": self.backend, "collections_open": len(self._collections), "calls": self.calls,
                 "errors": self.errors, "rebuilds": self.rebuilds, "set_aside": self.set_aside,
-                "segment_dirs_removed": self.dirs_removed, "max_batch": self._max_batch}
+                "segment_dirs_removed": self.dirs_removed, "reopens_after_drop": self.reopens,
+                "max_batch": self._max_batch}
 
     def handlers(self) -> dict[str, Any]:
         return {}
@@ -288,7 +290,14 @@ class VectorIndex:
             if not _is_not_found(exc):
                 raise
         if self.backend == "chroma":
-            self._remove_orphan_segment_dirs()
+            # Chroma's embedded (Rust) frontend keeps a deleted collection's HNSW files open in a cache with
+            # no eviction API (chroma-core/chroma#3296, #3336): about 4 descriptors and the index memory per
+            # dropped collection, until the process ends. Closing and re-opening the client releases them;
+            # the other collections reload lazily on their next query. Safe here: every Chroma call runs on
+            # this one thread.
+            self._close_client()
+            self._open()  # also removes the dropped collection's segment directory (chroma-core/chroma#5259)
+            self.reopens += 1
 
     def _remove_orphan_segment_dirs(self) -> None:
         """Remove segment directories that Chroma's catalogue no longer knows (chroma-core/chroma#5259)."""

@@ -101,3 +101,41 @@ def test_unopenable_directory_is_set_aside(tmp_path):
 
     asyncio.run(scenario())
     assert list(tmp_path.glob("chroma.broken-*"))
+
+
+def _open_descriptors_under(path) -> int:
+    import os
+
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        count += str(path) in target
+    return count
+
+
+def test_dropping_collections_releases_their_files(tmp_path):
+    """Chroma's embedded frontend keeps a dropped collection's HNSW files open (chroma-core/chroma#3296);
+    the index re-opens its client after a drop so that project churn does not leak descriptors."""
+
+    async def main() -> None:
+        index = VectorIndex(make_config(tmp_path))
+        await index.start()
+        try:
+            await index.upsert("keeper-docs", ["k"], _vectors(1))
+            await index.query("keeper-docs", _vectors(1)[0], 1)
+            baseline = _open_descriptors_under(tmp_path)
+            for round_ in range(6):
+                name = f"churn{round_}-docs"
+                await index.upsert(name, [str(i) for i in range(300)], _vectors(300, seed=round_))
+                assert len(await index.query(name, _vectors(1)[0], 3)) == 3
+                await index.drop(name)
+            assert _open_descriptors_under(tmp_path) <= baseline
+            assert await index.count("keeper-docs") == 1  # the other collection is intact after the re-opens
+            assert index.stats()["reopens_after_drop"] == 6
+        finally:
+            await index.close()
+
+    asyncio.run(main())
