@@ -7,17 +7,31 @@ Talks to a running daemon through ``pirag.client`` only (DESIGN.md: stress never
 Setup: the store is filled to ``--facts`` facts in the bench project through ``import_memory`` (the bulk-load
 path: batches of records, embedded in batches by the daemon) unless it already holds them. The measured
 ``remember`` calls are then ordinary single calls over the socket, embedding included.
+
+With the real model the bulk load is bound by the embedder (about 25 facts/s on the 2 loaded cores of the
+reference machine: more than an hour for 100k). ``--seed-db PATH`` is the quick way to a big store: the
+vocabulary's most frequent words are embedded with the daemon's real model (``embed`` op); each fact's vector is
+the normalized sum of its words' vectors (words beyond those get a fixed pseudo-random vector), and the rows are
+written straight into the daemon's SQLite file (``<state_dir>/pirag.sqlite3``; schema of migration 1, FTS by its
+triggers) tagged with the daemon's model id. Restart the daemon afterwards: at start it finds the fact
+collection's count differs from SQLite's and rebuilds it from these vectors. Only setup takes this shortcut;
+every measured call goes through the socket, with the real model embedding each remembered fact and query.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import json
 import random
+import sqlite3
 import statistics
 import sys
 import time
+import unicodedata
 from collections.abc import Sequence
+from typing import Any
 
 from pirag.client import AsyncClient, Client
 from pirag.client.protocol.memory import ExportedFact
@@ -96,6 +110,65 @@ def bulk_load(client: Client, project: str, target: int, batch: int, rng: random
           flush=True)
 
 
+def _normalize(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def seed_db(client: Client, db_path: str, project: str, target: int, top_words: int, rng: random.Random) -> None:
+    """Write ``target`` facts straight into the daemon's SQLite file (see the module docstring)."""
+    import numpy as np
+
+    started = time.perf_counter()
+    top = _VOCABULARY[:top_words]
+    table: dict[str, Any] = {}
+    model_id = ""
+    for start in range(0, len(top), 256):
+        result = client.embed(top[start:start + 256], format="f32")
+        model_id = result.model_id
+        matrix = np.frombuffer(result.data, dtype="<f4").reshape(result.count, result.dims)
+        table.update(zip(top[start:start + 256], matrix))
+    dims = next(iter(table.values())).shape[0]
+    print(f"setup: embedded {len(top)} words with {model_id} in {time.perf_counter() - started:.1f} s", flush=True)
+
+    def word_vector(word: str) -> Any:
+        vector = table.get(word)
+        if vector is None:
+            seed = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+            vector = np.random.default_rng(seed).standard_normal(dims).astype(np.float32)
+            vector /= np.linalg.norm(vector)
+            table[word] = vector
+        return vector
+
+    conn = sqlite3.connect(db_path, timeout=60, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 60000")
+    have = conn.execute("SELECT count(*) FROM fact WHERE project = ?", (project,)).fetchone()[0]
+    now = time.time()
+    written = 0
+    while have + written < target:
+        rows, tags = [], []
+        for i in range(min(5000, target - have - written)):
+            text_words = words(rng, 12)
+            content = " ".join(text_words) + f" #{rng.randrange(10**9)}"
+            vector = np.sum([word_vector(word) for word in text_words], axis=0).astype("<f4")
+            vector /= np.linalg.norm(vector)
+            fact_id = f"f_seed{have + written + i:09d}{rng.randrange(16**6):06x}"
+            tag = rng.choice(_WORDS)
+            rows.append((fact_id, project, content, hashlib.sha256(_normalize(content).encode()).hexdigest(),
+                         json.dumps([tag]), now, now, model_id, vector.tobytes()))
+            tags.append((fact_id, tag))
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT OR IGNORE INTO fact (id, project, content, norm_hash, tags, created_at, updated_at, "
+                         "model_id, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany("INSERT OR IGNORE INTO fact_tag (tag, fact_seq) SELECT ?, seq FROM fact WHERE id = ?",
+                         [(tag, fact_id) for fact_id, tag in tags])
+        conn.execute("COMMIT")
+        written += len(rows)
+        print(f"\rsetup: seeded {have + written}/{target} facts", end="", flush=True)
+    conn.close()
+    print(f"\nsetup: {written} facts written to {db_path} in {time.perf_counter() - started:.1f} s; "
+          "restart the daemon (it rebuilds the index from SQLite), then run without --seed-db", flush=True)
+
+
 async def episode_throughput(socket: str | None, clients: int, per_client: int, project: str) -> float:
     async def one(index: int) -> None:
         async with AsyncClient(socket) as client:
@@ -118,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=20, help="concurrent clients for log_episode")
     parser.add_argument("--episodes-per-client", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed-db", metavar="PATH", help="setup only: write the facts straight into this SQLite "
+                        "file (the daemon's <state_dir>/pirag.sqlite3), vectors from real word embeddings; then exit")
+    parser.add_argument("--seed-words", type=int, default=3000, help="vocabulary words embedded for --seed-db")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
 
@@ -126,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         embed = status.components.get("embed", {})
         print(f"daemon pid {status.pid}, embed model {embed.get('model_id', '?')}, "
               f"db synchronous={status.components.get('db', {}).get('synchronous', '?')}", flush=True)
+        if args.seed_db:
+            seed_db(client, args.seed_db, args.project, args.facts, args.seed_words, rng)
+            return 0
         bulk_load(client, args.project, args.facts, args.batch, rng)
 
         remember: list[float] = []

@@ -130,7 +130,7 @@ class Episodes:
         return TimelineResult(episodes=episodes, next_cursor=next_cursor)
 
     async def recall(self, args: RecallEpisodesArgs, ctx: RequestContext | None = None) -> RecallEpisodesResult:
-        from .memory import fuse
+        from .memory import fuse, hybrid
 
         started = time.perf_counter()
         if not args.query.strip():
@@ -139,16 +139,9 @@ class Episodes:
         project = memory.project(args.project) or ""
         where = self._where(session=args.session, project=project, kinds=args.kinds, when=args.when)
         fetch = min(100, max(args.k * 3, 20))
-        vector_hits: list[tuple[str, float]] = []
-        keyword_ids: list[str] = []
-        if args.mode != "keyword":
-            vector = await memory.vector_of(args.query)
-            vector_hits = await self.vectors.search([project], vector, fetch, where, memory.model_id)
-        if args.mode != "vector":
-            keyword_ids = await memory.db.read(
-                lambda conn: episode_rows.keyword_search(conn, args.query, where, fetch))
+        vector_hits, keyword_ids, found = await hybrid(
+            memory, self.vectors, episode_rows, args.query, args.mode, [project], where, fetch)
         hits = fuse(vector_hits, keyword_ids, args.k, memory.config.search.rrf_k)
-        found = await memory.db.read(lambda conn: episode_rows.by_ids(conn, [hit[0] for hit in hits]))
         return RecallEpisodesResult(
             episodes=[EpisodeHit(episode=found[id_], score=score, similarity=similarity, vector_rank=v_rank,
                                  keyword_rank=k_rank)
@@ -245,8 +238,8 @@ class Episodes:
         by_project: dict[str, list[int]] = {}
         for index, row in enumerate(rows):
             by_project.setdefault(row[2], []).append(index)
-        for project, indices in by_project.items():
-            await self.vectors.upsert(project, [rows[i][1] for i in indices], vectors[indices])
+        for project, indices in by_project.items():   # written by the flusher when the daemon is idle
+            self.vectors.queue_upsert(project, [rows[i][1] for i in indices], vectors[indices])
         self.embedded += len(rows)
         return len(rows)
 

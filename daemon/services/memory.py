@@ -164,43 +164,58 @@ class MemoryService:
         project = self.project(args.project) or ""
         tags = self.tags(args.tags)
         content_hash = fact_rows.norm_hash(content)
-        existing = await self.db.read(lambda conn: fact_rows.find_exact(conn, project, content_hash))
+        # The model is the slow part: it starts at once, beside the exact-duplicate lookup (dropped if that hits).
+        embedding = asyncio.ensure_future(self.vector_of(content))
+        try:
+            existing = await self.db.read(lambda conn: fact_rows.find_exact(conn, project, content_hash))
+        except BaseException:
+            embedding.cancel()
+            raise
         if existing is not None:
+            embedding.cancel()
             self.counts["duplicates"] += 1
             return RememberResult(fact=existing, created=False, duplicate="exact")
-        vector = await self.vector_of(content)
+        vector = await embedding
         model_id = self.model_id
         threshold = self.config.memory.near_duplicate_threshold
-        near = [hit for hit in await self.fact_vectors.search([project], vector, 3, Filter("f").projects([project]),
-                                                             model_id) if hit[1] >= threshold]
-        near_hits: list[FactHit] = []
-        if near:
-            found = await self.db.read(lambda conn: fact_rows.by_ids(conn, [hit[0] for hit in near]))
-            near_hits = [FactHit(fact=found[id_], score=similarity, similarity=similarity, vector_rank=rank)
-                         for rank, (id_, similarity) in enumerate(near, start=1) if id_ in found]
-        if near_hits and self.config.memory.merge_near_duplicates:
-            target = near_hits[0].fact
-            merged = await self._apply_update(
-                target.id, content=content, tags=list(dict.fromkeys([*target.tags, *tags])),
-                source=args.source or target.source, importance=max(target.importance, args.importance),
-                metadata={**target.metadata, **args.metadata}, reason=f"merged a near-duplicate "
-                f"(similarity {near_hits[0].similarity:.3f})", vector=vector)
-            self.counts["merged"] += 1
-            return RememberResult(fact=merged[0], created=False, duplicate="near", merged=True,
-                                  near_duplicates=near_hits)
+        where = Filter("f").projects([project])
+        # Near-duplicate candidates from the index, unchecked: they are checked against SQLite inside the write
+        # (or, to merge, in a read first), so a remember costs one round trip to the writer and none to a reader.
+        near = [hit for hit in await self.fact_vectors.search([project], vector, 3, where, model_id, verify=False)
+                if hit[1] >= threshold]
+
+        def near_hits_of(found: dict[str, Any]) -> list[FactHit]:
+            present = [hit for hit in near if hit[0] in found][:3]
+            return [FactHit(fact=found[id_], score=similarity, similarity=similarity, vector_rank=rank)
+                    for rank, (id_, similarity) in enumerate(present, start=1)]
+
+        if near and self.config.memory.merge_near_duplicates:
+            found = await self.db.read(lambda conn: fact_rows.rows_for_ids(conn, [hit[0] for hit in near], where))
+            near_hits = near_hits_of(found)
+            if near_hits:
+                target = near_hits[0].fact
+                merged = await self._apply_update(
+                    target.id, content=content, tags=list(dict.fromkeys([*target.tags, *tags])),
+                    source=args.source or target.source, importance=max(target.importance, args.importance),
+                    metadata={**target.metadata, **args.metadata}, reason=f"merged a near-duplicate "
+                    f"(similarity {near_hits[0].similarity:.3f})", vector=vector)
+                self.counts["merged"] += 1
+                return RememberResult(fact=merged[0], created=False, duplicate="near", merged=True,
+                                      near_duplicates=near_hits)
         now = self.clock()
         fact_id = fact_rows.new_id("f")
 
-        def write(conn: Any) -> tuple[Any, bool]:
+        def write(conn: Any) -> tuple[Any, bool, list[FactHit]]:
             twin = fact_rows.find_exact(conn, project, content_hash)  # a concurrent twin committed meanwhile
             if twin is not None:
-                return twin, False
+                return twin, False, []
+            near_hits = near_hits_of(fact_rows.rows_for_ids(conn, [hit[0] for hit in near], where)) if near else []
             return fact_rows.insert(conn, fact_id=fact_id, project=project, content=content, tags=tags,
                                     source=args.source, importance=args.importance, metadata=dict(args.metadata),
                                     created_at=now, updated_at=now, version=1, model_id=model_id,
-                                    vector=vector)[1], True
+                                    vector=vector)[1], True, near_hits
 
-        fact, created = await self.db.write(write)
+        fact, created, near_hits = await self.db.write(write)
         if not created:
             self.counts["duplicates"] += 1
             return RememberResult(fact=fact, created=False, duplicate="exact")
@@ -228,15 +243,9 @@ class MemoryService:
         if span is not None:
             where.time("created_at", span.start, span.end)
         fetch = min(100, max(args.k * 3, 20))
-        vector_hits: list[tuple[str, float]] = []
-        keyword_ids: list[str] = []
-        if args.mode != "keyword":
-            vector = await self.vector_of(args.query)
-            vector_hits = await self.fact_vectors.search(projects, vector, fetch, where, self.model_id)
-        if args.mode != "vector":
-            keyword_ids = await self.db.read(lambda conn: fact_rows.keyword_search(conn, args.query, where, fetch))
+        vector_hits, keyword_ids, found = await hybrid(
+            self, self.fact_vectors, fact_rows, args.query, args.mode, projects, where, fetch)
         hits = fuse(vector_hits, keyword_ids, args.k, self.config.search.rrf_k)
-        found = await self.db.read(lambda conn: fact_rows.by_ids(conn, [hit[0] for hit in hits]))
         result = [FactHit(fact=found[id_], score=score, similarity=similarity, vector_rank=v_rank,
                           keyword_rank=k_rank)
                   for id_, score, similarity, v_rank, k_rank in hits if id_ in found]
@@ -440,6 +449,31 @@ async def check_index(side: VectorSide, rows: Any, model_id: str) -> None:
         if outcome == "rebuilt":
             log.info("memory: rebuilt the %s index of project %r (%d vectors)", side.kind, project, expected)
     side.checked = True
+
+
+async def hybrid(memory: MemoryService, side: VectorSide, rows: Any, query: str, mode: str, projects: list[str],
+                 where: Filter, fetch: int) -> tuple[list[tuple[str, float]], list[str], dict[str, Any]]:
+    """Both sides of a hybrid search, at once: the keyword side (a read) runs while the query is embedded and
+    the index searched; then one read checks the vector hits against SQLite and fetches every row.
+
+    Returns (vector hits, keyword ids, id -> row of every hit that exists and passes ``where``).
+    """
+    keyword = (asyncio.ensure_future(memory.db.read(lambda conn: rows.keyword_search(conn, query, where, fetch)))
+               if mode != "vector" else None)
+    try:
+        vector_hits: list[tuple[str, float]] = []
+        if mode != "keyword":
+            vector = await memory.vector_of(query)
+            vector_hits = await side.search(projects, vector, fetch, where, memory.model_id, verify=False)
+        keyword_ids: list[str] = await keyword if keyword is not None else []
+    except BaseException:
+        if keyword is not None:
+            keyword.cancel()
+        raise
+    found = await memory.db.read(lambda conn: rows.rows_for_ids(
+        conn, [*(hit[0] for hit in vector_hits), *keyword_ids], where))
+    vector_hits = [hit for hit in vector_hits if hit[0] in found][:fetch]
+    return vector_hits, [id_ for id_ in keyword_ids if id_ in found], found
 
 
 def fuse(vector_hits: list[tuple[str, float]], keyword_ids: list[str], k: int,

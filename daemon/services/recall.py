@@ -26,6 +26,16 @@ log = logging.getLogger("pirag.memory")
 
 EXACT_SEARCH_MAX_ROWS = 20_000   # below this many filtered rows, an exact search over SQLite's vectors is used
 
+# Chroma's upsert holds the GIL for its whole run (py-spy --gil: at 100k vectors, ~20 ms a call plus ~4 ms a
+# vector on the loaded 2-core reference machine), stalling the event loop and every other thread meanwhile.
+# So queued vectors are written when the kind has been idle (no search, no new vector) for FLUSH_IDLE_S, or
+# when the backlog reaches FLUSH_BACKLOG vectors or FLUSH_MAX_AGE_S seconds, in slices of FLUSH_SLICE vectors
+# with the loop running in between. Until then searches compare against the queued vectors exactly.
+FLUSH_IDLE_S = 0.5
+FLUSH_BACKLOG = 2000
+FLUSH_MAX_AGE_S = 60.0
+FLUSH_SLICE = 64
+
 
 def rrf(rankings: Sequence[Sequence[Hashable]], k: int) -> dict[Hashable, float]:
     """Reciprocal rank fusion (Cormack et al. 2009): score(d) = sum over rankings of 1 / (k + rank(d))."""
@@ -69,6 +79,8 @@ class VectorSide:
         self._inflight: dict[str, dict[str, np.ndarray]] = {}
         self._flush_wake: asyncio.Event | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._last_activity = 0.0       # monotonic time of the last search or queued vector
+        self._oldest_pending = 0.0      # monotonic time the backlog started
 
     def trusted(self, collection: str) -> bool:
         return collection in self.ready or (self.checked and collection not in self.broken)
@@ -82,8 +94,13 @@ class VectorSide:
         return self.vectors.collection_name(project, self.kind)
 
     async def search(self, projects: Sequence[str], vector: np.ndarray, k: int, where: Filter,
-                     model_id: str) -> list[tuple[str, float]]:
-        """The ``k`` most similar ids passing ``where`` (which already names ``projects``), with similarities."""
+                     model_id: str, verify: bool = True) -> list[tuple[str, float]]:
+        """The ``k`` most similar ids passing ``where`` (which already names ``projects``), with similarities.
+
+        ``verify=False`` leaves out the check of the index's hits against SQLite (rows gone, filters): the
+        caller does it in a read it makes anyway (``store.rows_for_ids``); hits are then best first but may be
+        more than ``k`` (the index's and the not yet indexed vectors' candidates together)."""
+        self._last_activity = time.monotonic()
         if where.selective or self.vectors is None:
             limit = EXACT_SEARCH_MAX_ROWS if self.vectors is not None else 10**9
             candidates = await self.db.read(lambda conn: self.store.candidate_vectors(conn, where, model_id, limit))
@@ -108,7 +125,7 @@ class VectorSide:
                 self.index_errors += 1
                 self.distrust(collection)  # the next searches go exact until it is rebuilt
                 log.exception("vector index query on %s failed; falling back to exact search", collection)
-                return await self.search(projects, vector, k, where, model_id)
+                return await self.search(projects, vector, k, where, model_id, verify)
             self.index_searches += 1
             hits += [(id_, 1.0 - distance) for id_, distance in found]
             unindexed = {**self._inflight.get(collection, {}), **self._pending.get(collection, {})}
@@ -118,6 +135,9 @@ class VectorSide:
                          if hit[0] not in seen]
         if not hits:
             return []
+        if not verify:
+            hits.sort(key=lambda hit: -hit[1])
+            return hits
         present = await self.db.read(lambda conn: self.store.seqs_for_ids(conn, [h[0] for h in hits], where))
         hits = [hit for hit in hits if hit[0] in present]
         hits.sort(key=lambda hit: -hit[1])
@@ -138,6 +158,9 @@ class VectorSide:
         """Add vectors to the index soon (the flusher coalesces them); searches see them at once."""
         if self.vectors is None or not ids:
             return
+        self._last_activity = time.monotonic()
+        if not self._pending:
+            self._oldest_pending = self._last_activity
         self._pending.setdefault(self.collection(project), {}).update(zip(ids, vectors))
         if self._flusher is None or self._flusher.done():
             self._flush_wake = asyncio.Event()
@@ -145,17 +168,34 @@ class VectorSide:
         assert self._flush_wake is not None
         self._flush_wake.set()
 
+    def pending(self) -> int:
+        return sum(len(items) for items in self._pending.values())
+
     async def _flush_loop(self) -> None:
         assert self._flush_wake is not None
         while True:
             await self._flush_wake.wait()
             self._flush_wake.clear()
-            await self.flush()
+            while self._pending:
+                now = time.monotonic()
+                idle = now - self._last_activity
+                if idle >= FLUSH_IDLE_S or self.pending() >= FLUSH_BACKLOG or \
+                        now - self._oldest_pending >= FLUSH_MAX_AGE_S:
+                    await self.flush(FLUSH_SLICE)
+                    await asyncio.sleep(0)   # requests waiting for the loop go first
+                else:
+                    await asyncio.sleep(FLUSH_IDLE_S - idle)
 
-    async def flush(self) -> None:
-        """Write every queued vector to the index now."""
+    async def flush(self, limit: int | None = None) -> None:
+        """Write queued vectors to the index now: every one, or about ``limit`` (one collection's slice)."""
         while self._pending:
-            collection, items = self._pending.popitem()
+            collection = next(iter(self._pending))
+            queued = self._pending[collection]
+            if limit is None or len(queued) <= limit:
+                items = self._pending.pop(collection)
+            else:
+                keys = list(queued)[:limit]
+                items = {key: queued.pop(key) for key in keys}
             if not items:
                 continue
             self._inflight[collection] = items
@@ -168,6 +208,8 @@ class VectorSide:
                               collection)
             finally:
                 self._inflight.pop(collection, None)
+            if limit is not None:
+                return
 
     async def stop(self) -> None:
         if self._flusher is not None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from pirag.client.protocol.memory import Episode, SessionInfo
 
-from .facts import Filter, blob_vector, decode_cursor, encode_cursor, fts_query, vector_blob
+from .facts import Filter, blob_vector, decode_cursor, encode_cursor, ranked_keyword_search, vector_blob
 
 EPISODE_COLUMNS = ("e.seq", "e.id", "e.session", "e.project", "e.kind", "e.role", "e.content", "e.ts",
                    "e.metadata")
@@ -78,13 +78,22 @@ def seqs_for_ids(conn: sqlite3.Connection, ids: Sequence[str], where: Filter) ->
 
 
 def keyword_search(conn: sqlite3.Connection, query: str, where: Filter, limit: int) -> list[str]:
-    match = fts_query(query)
-    if not match:
-        return []
-    rows = conn.execute(f"SELECT e.id FROM episode_fts JOIN episode e ON e.seq = episode_fts.rowid "
-                        f"WHERE episode_fts MATCH ? AND {where.sql} ORDER BY bm25(episode_fts) LIMIT ?",
-                        [match, *where.params, limit])
-    return [row[0] for row in rows]
+    """Episode ids by BM25 (best first) among the rows that pass ``where``."""
+    return ranked_keyword_search(conn, "episode_fts", "episode", query, where, limit)
+
+
+def rows_for_ids(conn: sqlite3.Connection, ids: Sequence[str], where: Filter) -> dict[str, Episode]:
+    """The episodes among ``ids`` that still exist and pass ``where``."""
+    if not ids:
+        return {}
+    found: dict[str, Episode] = {}
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), 500):
+        part = unique[start:start + 500]
+        for row in conn.execute(f"SELECT {_SELECT} FROM episode e WHERE e.id IN ({','.join('?' * len(part))}) "
+                                f"AND {where.sql_by_id}", [*part, *where.params]):
+            found[row[1]] = _episode(row)
+    return found
 
 
 def candidate_vectors(conn: sqlite3.Connection, where: Filter, model_id: str,

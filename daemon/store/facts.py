@@ -12,6 +12,7 @@ import json
 import re
 import secrets
 import sqlite3
+import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,10 +51,99 @@ def blob_vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4")
 
 
-def fts_query(text: str) -> str:
-    """A safe FTS5 query from free text: every word quoted, OR-ed (BM25 ranks the ones that match most)."""
-    words = _WORDS.findall(text)[:_MAX_FTS_TERMS]
-    return " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
+STOPWORDS = frozenset("""a an and are as at be but by can do does for from had has have how i if in into is it its
+me my no not of on or our so than that the their them then there these they this to was we were what when where
+which who why will with you your""".split())
+
+# Keyword search on a big store (100k facts): OR-ing frequent words makes FTS5 score every row that has any of
+# them (tens of milliseconds). A word found in more than this share of the rows (and at least _FREQUENT_MIN
+# rows) is treated like a stopword when the rarer words of the query alone find enough rows.
+_FREQUENT_SHARE = 0.02
+_FREQUENT_MIN = 1000
+_DF_TTL_S = 60.0
+_DF_ENTRIES = 4096
+# (id of the connection, FTS table, word) -> (when, rows): a stale or reused entry only changes which words
+# are left out, never which rows can match.
+_df_cache: dict[tuple[int, str, str], tuple[float, int]] = {}
+
+
+def query_words(text: str) -> list[str]:
+    """The words of a query, stopwords dropped (all of them when nothing else is left), each once."""
+    words = _WORDS.findall(text)
+    kept = [word for word in words if word.casefold() not in STOPWORDS] or words
+    return list(dict.fromkeys(kept))[:_MAX_FTS_TERMS]
+
+
+def fts_match(words: Sequence[str], conjunction: bool = False) -> str:
+    """A safe FTS5 query: every word quoted, joined by AND (all words) or OR (any word)."""
+    return (" AND " if conjunction else " OR ").join('"' + word.replace('"', '""') + '"' for word in words)
+
+
+def fts_query(text: str, conjunction: bool = False) -> str:
+    """A safe FTS5 query from free text (see ``query_words`` and ``fts_match``)."""
+    return fts_match(query_words(text), conjunction)
+
+
+def _doc_frequency(conn: sqlite3.Connection, fts: str, word: str) -> int:
+    """How many rows of ``fts`` hold ``word`` (cached a minute per connection: it only steers the plan)."""
+    cache = _df_cache
+    key = (id(conn), fts, word)
+    now = time.monotonic()
+    hit = cache.get(key)
+    if hit is not None and now - hit[0] < _DF_TTL_S:
+        return hit[1]
+    count = int(conn.execute(f"SELECT count(*) FROM {fts} WHERE {fts} MATCH ?", (fts_match([word]),)).fetchone()[0])
+    if len(cache) >= _DF_ENTRIES:
+        cache.clear()
+    cache[key] = (now, count)
+    return count
+
+
+def _ranked_ids(conn: sqlite3.Connection, fts: str, table: str, where: "Filter", match: str, limit: int) -> list[str]:
+    """Ids by BM25 among the rows that pass ``where``: FTS5 ranks inside its own index first (cheap), only the
+    best rows are joined and filtered; too few survive the filter: the inner limit widens (finally: every match)."""
+    alias = where.alias
+    # A selective filter (tags, time) keeps few of the best rows: rank every match at once, not in rounds.
+    inner = -1 if where.selective else limit * 4
+    while True:
+        rows = conn.execute(
+            f"SELECT {alias}.id FROM (SELECT rowid AS seq, rank AS score FROM {fts} WHERE {fts} MATCH ? "
+            f"ORDER BY rank LIMIT ?) m JOIN {table} {alias} ON {alias}.seq = m.seq "
+            f"WHERE {where.sql_by_id} ORDER BY m.score LIMIT ?", [match, inner, *where.params, limit]).fetchall()
+        if len(rows) >= limit or inner < 0:
+            return [row[0] for row in rows]
+        matched = conn.execute(f"SELECT count(*) FROM {fts} WHERE {fts} MATCH ?", (match,)).fetchone()[0]
+        if matched <= inner:
+            return [row[0] for row in rows]
+        inner = inner * 16 if inner * 16 < matched else -1
+
+
+def ranked_keyword_search(conn: sqlite3.Connection, fts: str, table: str, query: str, where: "Filter",
+                          limit: int) -> list[str]:
+    """Ids by BM25 (best first) among the rows of ``table`` that pass ``where``, cheaply on a big store.
+
+    Every word first (few, cheap matches); when that finds too little, any word, but words found in a big
+    share of the rows are left out while the rarer words alone find ``limit`` rows (their posting lists are
+    long and, with a low IDF, they barely change the ranking); finally any word at all.
+    """
+    words = query_words(query)
+    if not words:
+        return []
+    found: list[str] = []
+    if len(words) > 1:
+        found = _ranked_ids(conn, fts, table, where, fts_match(words, conjunction=True), limit)
+        if len(found) >= max(1, limit // 2):
+            return found
+    if len(words) > 1:
+        total = conn.execute(f"SELECT max(seq) FROM {table}").fetchone()[0] or 0
+        frequent = max(_FREQUENT_MIN, int(total * _FREQUENT_SHARE))
+        rare = [word for word in words if _doc_frequency(conn, fts, word) <= frequent]
+        if rare and len(rare) < len(words):
+            narrow = _ranked_ids(conn, fts, table, where, fts_match(rare), limit)
+            if len(narrow) >= limit:
+                return narrow
+    everything = _ranked_ids(conn, fts, table, where, fts_match(words), limit)
+    return everything if len(everything) >= len(found) else found
 
 
 def _fact(row: Sequence[Any]) -> Fact:
@@ -195,13 +285,22 @@ def list_page(conn: sqlite3.Connection, where: Filter, order: str, limit: int,
 
 def keyword_search(conn: sqlite3.Connection, query: str, where: Filter, limit: int) -> list[str]:
     """Fact ids by BM25 (best first) among the rows that pass ``where``."""
-    match = fts_query(query)
-    if not match:
-        return []
-    rows = conn.execute(f"SELECT f.id FROM fact_fts JOIN fact f ON f.seq = fact_fts.rowid "
-                        f"WHERE fact_fts MATCH ? AND {where.sql} ORDER BY bm25(fact_fts) LIMIT ?",
-                        [match, *where.params, limit])
-    return [row[0] for row in rows]
+    return ranked_keyword_search(conn, "fact_fts", "fact", query, where, limit)
+
+
+def rows_for_ids(conn: sqlite3.Connection, ids: Sequence[str], where: Filter) -> dict[str, Fact]:
+    """The facts among ``ids`` that still exist and pass ``where`` (vector hits checked against SQLite)."""
+    if not ids:
+        return {}
+    columns = ", ".join("f." + c.strip() for c in FACT_COLUMNS.split(","))
+    found: dict[str, Fact] = {}
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), 500):
+        part = unique[start:start + 500]
+        for row in conn.execute(f"SELECT {columns} FROM fact f WHERE f.id IN ({','.join('?' * len(part))}) "
+                                f"AND {where.sql_by_id}", [*part, *where.params]):
+            found[row[1]] = _fact(row)
+    return found
 
 
 def candidate_vectors(conn: sqlite3.Connection, where: Filter, model_id: str,

@@ -71,11 +71,14 @@ class Stack:
         return await self.memory.handlers()[op](decoded, None)
 
     async def settle(self) -> None:
-        """Wait until the episode indexer has embedded everything logged so far."""
+        """Wait until the episode indexer has embedded everything logged so far, then write every queued
+        vector to the index (the flusher would do it once the daemon is idle)."""
         for _ in range(3000):
             pending = await self.db.read(lambda c: c.execute(
                 "SELECT count(*) FROM episode WHERE vector IS NULL").fetchone()[0])
             if not pending:
+                await self.memory.fact_vectors.flush()
+                await self.memory.episodes.vectors.flush()
                 return
             await asyncio.sleep(0.01)
         raise AssertionError("episodes were not embedded in time")

@@ -130,6 +130,7 @@ def test_forget_really_deletes(tmp_path: Path) -> None:
                 }
 
             assert await s.db.read(leftovers) == {"rows": 0, "history": 0, "tags": 0, "fts": 0}
+            await s.settle()  # queued vectors reach the index
             stored = [id_ for items in s.vectors.collections.values() for id_ in items]
             assert gone.id not in stored and keep.id in stored
             with pytest.raises(NotFound):  # all or nothing
