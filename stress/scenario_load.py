@@ -1,7 +1,7 @@
 """``load``: step the offered request rate up until latency bends (the knee); report the sustainable rate, the
 highest step whose p99 stays within ``--target-p99-ms`` with the offered rate achieved and no errors.
 
-Each step runs ``--clients`` open-loop clients for ``--step-s`` seconds at (rate / clients) requests/s each.
+Each step runs up to ``--clients`` open-loop clients (at least ~1 req/s each) for ``--step-s`` seconds at (rate / clients) requests/s each.
 Latency is measured from each request's scheduled start, so once the daemon falls behind the queueing delay
 shows up in p99 (no coordinated omission). Rates go ``--start-rate`` x ``--factor`` ... up to ``--max-rate``;
 the run stops at the first step past the knee (p99 over target, achieved < 90 % of offered, or errors > 1 %).
@@ -36,10 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-sustainable-rps", type=float, default=1.0, help="check: sustainable rate at least")
 
 
-def step_figures(samples: list[Any], offered: float, seconds: float) -> dict[str, Any]:
+def step_figures(samples: list[Any], offered: float, seconds: float, clients: int) -> dict[str, Any]:
     ok = [s[2] * 1000 for s in samples if not s[3]]
     errors = sum(1 for s in samples if s[3])
-    return {"offered_rps": round(offered, 2), "achieved_rps": round(len(ok) / seconds, 2), "requests": len(samples),
+    return {"offered_rps": round(offered, 2), "clients": clients, "achieved_rps": round(len(ok) / seconds, 2), "requests": len(samples),
             "errors": errors, "p50_ms": round(float(np.percentile(ok, 50)), 2) if ok else None,
             "p99_ms": round(float(np.percentile(ok, 99)), 2) if ok else None}
 
@@ -52,11 +52,14 @@ def run(run: Run, args: argparse.Namespace) -> Outcome:
     rate = args.start_rate
     knee = None
     while rate <= args.max_rate * 1.0001:
-        per_client = rate / args.clients
-        specs = run.specs(args.clients, args.step_s, mix, projects=[project], rate=per_client,
+        # at least ~1 req/s per client: a handful of requests per client and step would make the achieved
+        # rate depend on each client's random phase more than on the daemon
+        clients = max(1, min(args.clients, int(rate)))
+        per_client = rate / clients
+        specs = run.specs(clients, args.step_s, mix, projects=[project], rate=per_client,
                           max_ops=int(per_client * args.step_s) + 2)
         _, _, samples = run.traffic(specs, f"{rate:.1f} req/s offered")
-        step = step_figures(samples, rate, args.step_s)
+        step = step_figures(samples, rate, args.step_s, clients)
         within = (step["p99_ms"] is not None and step["p99_ms"] <= args.target_p99_ms
                   and step["achieved_rps"] >= 0.9 * rate and step["errors"] <= 0.01 * max(1, step["requests"]))
         step["within_target"] = within
