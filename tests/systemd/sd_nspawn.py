@@ -11,6 +11,7 @@ The tree comes from ``packaging/rootfs.sh boot`` (cached tarball); the container
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -46,15 +47,23 @@ def build_or_reuse_deb() -> tuple[Path, float | None]:
     if os.environ.get("PIRAG_DEB"):
         return Path(os.environ["PIRAG_DEB"]), None
     out = CACHE / "debs" / source_fingerprint()
-    found = sorted(out.glob("pirag_*.deb"))
-    if found:
-        return found[-1], None
-    started = time.monotonic()
-    result = subprocess.run([str(REPO / "packaging" / "build-deb"), str(out)], capture_output=True, text=True,
-                            timeout=1800)
-    if result.returncode != 0:
-        raise RuntimeError(f"packaging/build-deb failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
-    return Path(result.stdout.strip().splitlines()[-1]), time.monotonic() - started
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One build at a time: a second test process waits for the first one's .deb instead of building it again.
+    with open(out.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = sorted(out.glob("pirag_*.deb"))
+        if found:
+            return found[-1], None
+        started = time.monotonic()
+        result = subprocess.run([str(REPO / "packaging" / "build-deb"), str(out)], capture_output=True,
+                                text=True, timeout=1800)
+        if result.returncode != 0:
+            raise RuntimeError(f"packaging/build-deb failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+        # Keep the cache from growing: the two newest builds stay.
+        builds = sorted((d for d in out.parent.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
+        for stale in builds[:-2]:
+            shutil.rmtree(stale, ignore_errors=True)
+        return Path(result.stdout.strip().splitlines()[-1]), time.monotonic() - started
 
 
 class Container:

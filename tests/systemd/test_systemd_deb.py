@@ -74,9 +74,9 @@ def lintian_output(deb: Path) -> str:
     cached = deb.with_name(f"{deb.name}.lintian-{version}-{digest.hexdigest()[:16]}.txt")
     if cached.exists():
         return cached.read_text()
-    result = subprocess.run(["lintian", "--no-tag-display-limit", "--display-info", str(deb)],
+    result = subprocess.run(["lintian", "--tag-display-limit", "0", "--display-info", str(deb)],
                             capture_output=True, text=True, timeout=1800)
-    if result.returncode not in (0, 1) or "running with root" not in result.stdout + result.stderr and not result.stdout:
+    if result.returncode not in (0, 2):  # 2: it found errors (checked by the caller); 1: it could not run
         raise AssertionError(f"lintian failed ({result.returncode}): {result.stderr[-2000:]}")
     try:
         cached.write_text(result.stdout)
