@@ -155,7 +155,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def search_latency(client: Client, project: str, queries: int, seed: int) -> dict[str, float]:
     """Cache misses for the bench's common-word queries (four code words and a number) and for natural
-    questions (``QUESTIONS`` with a number appended, so that neither cache helps), then cache hits."""
+    questions (``QUESTIONS`` with a number appended, so that neither cache helps), then cache hits. Another
+    ``seed`` gives other queries (a second run against the same daemon must not hit its embedding cache)."""
     rng = random.Random(seed)
     misses: list[float] = []
     for number in range(queries):
@@ -165,7 +166,7 @@ def search_latency(client: Client, project: str, queries: int, seed: int) -> dic
         misses.append((time.perf_counter() - started) * 1000)
     natural: list[float] = []
     for number in range(queries):
-        query = f"{QUESTIONS[number % len(QUESTIONS)]} {number}"
+        query = f"{QUESTIONS[number % len(QUESTIONS)]} {seed * queries + number}"
         started = time.perf_counter()
         client.search(query, project, k=8, use_cache=False)
         natural.append((time.perf_counter() - started) * 1000)
@@ -205,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", action="store_true", help="grow a project to --big-chunks chunks, then search")
     parser.add_argument("--big-chunks", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark projects")
+    parser.add_argument("--seed", type=int, help="query seed for --search-only (default: the process id)")
     parser.add_argument("--search-only", metavar="PROJECT",
                         help="only measure search over an existing project (e.g. one kept by --big --keep)")
     args = parser.parse_args(argv)
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             embed = client.status().components.get("embed", {})
             model = embed.get("model_id") or (embed.get("model") or {}).get("model_id")
             print(f"daemon: model {model}")
-            latency = search_latency(client, args.search_only, args.queries, seed=2)
+            latency = search_latency(client, args.search_only, args.queries,
+                                     seed=args.seed if args.seed is not None else os.getpid())
             print(f"search over {info.chunks} chunks: {latency_text(latency)}; daemon RSS "
                   f"{client.status().rss_bytes / (1 << 20):.0f} MiB; {load_text()}")
         return 0
