@@ -147,8 +147,9 @@ class RealDaemon:
         write_config(self.config_path, self.config)
         repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.documents.serve_with_documents",
-                                         "--config", str(self.config_path)], cwd=repo, stdout=log, stderr=log)
+        pirag = os.path.join(os.path.dirname(sys.executable), "pirag")
+        self.process = subprocess.Popen([pirag, "serve", "--config", str(self.config_path)], cwd=repo,
+                                        stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

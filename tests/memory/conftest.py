@@ -1,4 +1,4 @@
-"""Fixtures of the memory tests: a real daemon serving the memory ops (see memory_daemon.py)."""
+"""Fixtures of the memory tests: a real daemon (`pirag serve`) serving the memory ops."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 from xprocess import ProcessStarter
 
-from tests.conftest import DaemonHandle, merge, to_toml
+from tests.conftest import PIRAG, DaemonHandle, merge, to_toml
 
-LAUNCHER = str(Path(__file__).with_name("memory_daemon.py"))
 FAKE = {"embed": {"model": "fake"}, "memory": {"timezone": "UTC"}}
 
 
@@ -43,7 +42,7 @@ def launch(xprocess: Any, name: str, root: Path, config: dict[str, Any], timeout
     config_path.write_text(to_toml(config))
 
     class Starter(ProcessStarter):
-        args = [sys.executable, LAUNCHER, "--config", str(config_path)]
+        args = [PIRAG, "serve", "--config", str(config_path)]
         pattern = r"ready in|start-up failed"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         terminate_on_interrupt = True

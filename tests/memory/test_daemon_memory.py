@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import wait_until
+
 from pirag.client import Client
 from pirag.client.errors import InvalidArgument, NotFound, PiragError
 
@@ -162,6 +164,12 @@ def test_time_ranges_and_timeline_order(memory_daemon: Any) -> None:
         first = client.timeline(project="tr", limit=3)
         rest = client.timeline(project="tr", limit=3, cursor=first.next_cursor)
         assert [e.content for e in first.episodes + rest.episodes] == contents()
+        # Episodes are embedded in the background after log_episode is acknowledged (docs/MEMORY.md).
+        def embedded() -> bool:
+            memory = client.status().components["memory"]
+            return memory["episodes_embedded"] >= memory["episodes_logged"]
+
+        wait_until(embedded, timeout=30)
         hits = client.recall_episodes("event 10 days", project="tr", k=2)
         assert hits.episodes and hits.episodes[0].episode.content == "event 10 days ago"
 
