@@ -52,7 +52,7 @@ class EmbedConfig(_Section):
     model: str = ""                          # a GGUF file; empty: the embedded default (all-MiniLM-L6-v2, Q8_0)
     contexts: NonNegInt = 0                  # llama.cpp contexts; 0: automatic from the CPU affinity
     threads_per_context: NonNegInt = 0       # 0: automatic
-    batch_tokens: Annotated[int, msgspec.Meta(ge=32, le=8192)] = 512
+    batch_tokens: Annotated[int, msgspec.Meta(ge=32, le=8192)] = 256
     batch_wait_ms: NonNegFloat = 2.0
     flash_attn: bool = True
     cache_entries: NonNegInt = 2000
