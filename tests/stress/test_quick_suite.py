@@ -14,16 +14,7 @@ import pytest
 from pirag.stress import scenario_all
 
 # Checks that fail because of a known daemon defect, not because of the harness: (scenario, check) -> why.
-KNOWN_DAEMON_DEFECTS: dict[tuple[str, str], str] = {
-    ("project-churn", "open FDs above baseline"):
-        "drop_project leaves the dropped collection's HNSW segment files open (deleted, 4 FDs per segment)",
-    # Seen in the full quick suite (after concurrent, large-files and load), not in project-churn alone: one
-    # vector collection and its segment directory outlive every project, fact and episode of the run.
-    ("project-churn", "vector collections open back to baseline"):
-        "a vector collection sometimes survives drop_project (race; no project, fact or episode is left)",
-    ("project-churn", "vector segment directories above baseline"):
-        "the segment directory of that surviving collection",
-}
+KNOWN_DAEMON_DEFECTS: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(scope="module")
