@@ -208,14 +208,21 @@ class DocumentService:
         request = json.loads(request_json)
         run = IngestRun(project, job_id=job_id)
         self._runs[job_id] = run
-        await self.db.write(lambda conn: rows.update_job(conn, job_id, state="running", started_at=run.started_at,
-                                                         attempts=attempts + 1))
+        # Only a job still queued (or left running by a crash) starts: a drop of its project may have
+        # cancelled it since the read above.
+        started = await self.db.write(lambda conn: conn.execute(
+            "UPDATE doc_job SET state = 'running', started_at = ?, attempts = ? WHERE id = ?"
+            " AND state IN ('queued', 'running')", (run.started_at, attempts + 1, job_id)).rowcount)
         waiter = self._job_waiters.get(job_id)
+        if not started:
+            run.state = "cancelled"
+            self._finish_waiter(job_id, waiter, run)
+            return
         task = asyncio.ensure_future(self._job_body(run, request))
         self._current_job = (job_id, project, task)
         try:
             await task
-            state, error = "done", ""
+            state, error = ("cancelled", "the project was dropped") if run.state == "cancelled" else ("done", "")
         except asyncio.CancelledError:
             if run.state != "cancelled":  # the daemon is stopping: the job stays 'running', resumed at next start
                 task.cancel()
@@ -235,9 +242,12 @@ class DocumentService:
                 summary=run.summary(), error=error))
         finally:
             await self._refresh_project(project)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(self._result(run, state))
-            self._job_waiters.pop(job_id, None)
+            self._finish_waiter(job_id, waiter, run)
+
+    def _finish_waiter(self, job_id: int, waiter: asyncio.Future[IngestResult] | None, run: IngestRun) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(self._result(run, run.state))
+        self._job_waiters.pop(job_id, None)
 
     async def _job_body(self, run: IngestRun, request: dict[str, Any]) -> None:
         found = await self._walk(request["paths"])
@@ -250,6 +260,13 @@ class DocumentService:
                             chunks_total=max(run.chunks_total, run.chunks_done), chunks_done=run.chunks_done)
 
         async with self._lock(run.project):
+            # A drop of the project cancels its jobs under this lock: a job that was queued (not current) when
+            # the project was dropped must not create it again.
+            state = await self.db.read(lambda conn: conn.execute(
+                "SELECT state FROM doc_job WHERE id = ?", (run.job_id,)).fetchone())
+            if state is None or state[0] != "running":
+                run.state = "cancelled"
+                return
             await self.ingestor.run(run.project, items_from_files(found.files), run,
                                     prune_dirs=found.directories if request.get("prune", True) else (),
                                     on_batch=journal)
@@ -326,12 +343,13 @@ class DocumentService:
             await asyncio.gather(current[2], return_exceptions=True)
         async with self._lock(name):
             project = await self.db.read(lambda conn: rows.get_project(conn, name))
-            chunks = 0
+            # Jobs of the project not yet run are cancelled even if it has no rows yet (its first ingestion
+            # still queued): asked for before the drop, they must not create it again after it.
+            chunks = await self.db.write(lambda conn: (
+                conn.execute("UPDATE doc_job SET state = 'cancelled', finished_at = ? WHERE project = ?"
+                             " AND state IN ('queued', 'running')", (time.time(), name)),
+                rows.delete_project(conn, name) if project is not None else 0)[1])
             if project is not None:
-                chunks = await self.db.write(lambda conn: (
-                    conn.execute("UPDATE doc_job SET state = 'cancelled', finished_at = ? WHERE project = ?"
-                                 " AND state IN ('queued', 'running')", (time.time(), name)),
-                    rows.delete_project(conn, name))[1])
                 await self.vectors.drop(project.collection)
             self.projects.pop(name, None)
             self._bump(name)

@@ -229,6 +229,9 @@ class Episodes:
     async def _embed_batch(self) -> int:
         memory = self.memory
         model_id = memory.model_id
+        # Marked before the read: if a project of these rows is dropped while they are embedded, their vectors
+        # are not written (the flusher checks them against SQLite), so the drop's collection stays dropped.
+        since = self.vectors.mark()
         rows = await memory.db.read(lambda conn: episode_rows.unembedded(conn, model_id, _EMBED_BATCH))
         if not rows:
             return 0
@@ -239,7 +242,7 @@ class Episodes:
         for index, row in enumerate(rows):
             by_project.setdefault(row[2], []).append(index)
         for project, indices in by_project.items():   # written by the flusher when the daemon is idle
-            self.vectors.queue_upsert(project, [rows[i][1] for i in indices], vectors[indices])
+            self.vectors.queue_upsert(project, [rows[i][1] for i in indices], vectors[indices], since=since)
         self.embedded += len(rows)
         return len(rows)
 

@@ -108,6 +108,7 @@ class MemoryService:
                 "fact_exact_searches": self.fact_vectors.exact_searches,
                 "fact_index_searches": self.fact_vectors.index_searches,
                 "index_errors": self.fact_vectors.index_errors + self.episodes.vectors.index_errors,
+                "index_stale_discarded": self.fact_vectors.stale_discarded + self.episodes.vectors.stale_discarded,
                 "fact_collections_ready": len(self.fact_vectors.ready),
                 "timezone": str(self.zone), **self.episodes.stats()}
 
@@ -215,12 +216,13 @@ class MemoryService:
                                     created_at=now, updated_at=now, version=1, model_id=model_id,
                                     vector=vector)[1], True, near_hits
 
+        since = self.fact_vectors.mark()   # before the write: a drop of the project after it is noticed
         fact, created, near_hits = await self.db.write(write)
         if not created:
             self.counts["duplicates"] += 1
             return RememberResult(fact=fact, created=False, duplicate="exact")
         self.cache.bump(project)
-        self.fact_vectors.queue_upsert(project, [fact.id], vector[None, :])
+        self.fact_vectors.queue_upsert(project, [fact.id], vector[None, :], since=since)
         self.counts["remembered"] += 1
         return RememberResult(fact=fact, created=True, duplicate="near" if near_hits else "",
                               near_duplicates=near_hits)
@@ -276,12 +278,13 @@ class MemoryService:
         if content is not None and vector is None:
             vector = await self.vector_of(content)
         model_id = self.model_id
+        since = self.fact_vectors.mark()
         seq, fact, previous = await self.db.write(lambda conn: fact_rows.update(
             conn, fact_id, now=self.clock(), reason=reason, content=content, tags=tags, source=source,
             importance=importance, metadata=metadata, model_id=model_id, vector=vector))
         self.cache.bump(fact.project)
         if vector is not None:
-            self.fact_vectors.queue_upsert(fact.project, [fact.id], vector[None, :])
+            self.fact_vectors.queue_upsert(fact.project, [fact.id], vector[None, :], since=since)
         self.counts["updated"] += 1
         return fact, previous
 
@@ -387,6 +390,7 @@ class MemoryService:
                         written.append(index)
                     return written
 
+                since = self.fact_vectors.mark()
                 written = await self.db.write(write)
                 result.facts += len(written)
                 result.skipped += len(batch) - len(written)
@@ -395,7 +399,8 @@ class MemoryService:
                     by_project.setdefault(batch[index].project, []).append(index)
                 for project, indices in by_project.items():
                     self.cache.bump(project)
-                    await self.fact_vectors.upsert(project, [batch[i].id for i in indices], vectors[indices])
+                    await self.fact_vectors.upsert(project, [batch[i].id for i in indices], vectors[indices],
+                                                   since=since)
         if episodes:
             now = self.clock()
             rows = [(r.id, r.session, r.project, r.kind.lower(), r.role, r.content, r.timestamp,

@@ -5,6 +5,14 @@ hit against SQLite, the truth: a hit whose row is gone, or that a tag/time filte
 filter narrows the rows to a few thousand, an exact search over their vectors (kept in SQLite) is both faster
 and complete, so it is used instead; and while a collection is being rebuilt (or when there is no vector
 index at all) the exact search over SQLite serves, so recall never depends on the index being healthy.
+
+**A dropped collection stays dropped.** Vectors reach the index after the SQLite work they come from (queued,
+written when idle; or a rebuild reading pages), so a project can be dropped in between. Every writer takes a
+``mark()`` before it reads or writes the rows; ``drop`` leaves a tombstone (a drop number) on the collection.
+Vectors whose mark is older than the collection's tombstone are written only for the ids SQLite still holds
+(checked in a read after the drop), so rows deleted by the drop never re-create the collection, while rows
+written after it (the project used again) are indexed. A per-collection lock keeps a drop out of a write in
+progress (the check and the write, or a whole rebuild): the drop comes after it and removes what it wrote.
 """
 
 from __future__ import annotations
@@ -76,6 +84,12 @@ class VectorSide:
         # into Chroma cost tens of milliseconds, so they are coalesced by a flusher task; searches look at
         # these exactly, so a fact is found by vector the moment it is acknowledged.
         self._pending: dict[str, dict[str, np.ndarray]] = {}
+        self._pending_since: dict[str, int] = {}    # collection -> the oldest mark of its queued vectors
+        self._projects: dict[str, str] = {}         # collection -> project
+        self._drops = 0                             # drops so far; mark() returns it
+        self._dropped_at: dict[str, int] = {}       # collection -> the number of its last drop (tombstone)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.stale_discarded = 0                    # queued vectors of rows a drop deleted, not written
         self._inflight: dict[str, dict[str, np.ndarray]] = {}
         self._flush_wake: asyncio.Event | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -92,6 +106,44 @@ class VectorSide:
     def collection(self, project: str) -> str:
         assert self.vectors is not None
         return self.vectors.collection_name(project, self.kind)
+
+    def mark(self) -> int:
+        """Taken before reading (or writing) the rows whose vectors will be written: pass it as ``since``."""
+        return self._drops
+
+    def _lock(self, collection: str) -> asyncio.Lock:
+        lock = self._locks.get(collection)
+        if lock is None:
+            lock = self._locks[collection] = asyncio.Lock()
+        return lock
+
+    async def _write(self, collection: str, items: dict[str, np.ndarray], since: int) -> None:
+        """Upsert ``items`` into ``collection`` unless a drop since ``since`` deleted their rows.
+
+        Called with the collection's lock held, so no drop runs between the check and the write."""
+        while self._dropped_at.get(collection, 0) > since and items:
+            # Dropped after these rows were read: keep only the ids SQLite still holds (rows written after the
+            # drop); the read is itself marked, and checked again if yet another drop came meanwhile.
+            since = self._drops
+            project = self._projects[collection]
+            ids = list(items)
+
+            def present(conn: Any) -> set[str]:
+                found: set[str] = set()
+                for start in range(0, len(ids), 500):
+                    found.update(self.store.seqs_for_ids(conn, ids[start:start + 500],
+                                                         Filter(self.store_alias).projects([project])))
+                return found
+
+            keep = await self.db.read(present)
+            self.stale_discarded += len(items) - len(keep)
+            items = {key: value for key, value in items.items() if key in keep}
+        if items:
+            await self.vectors.upsert(collection, list(items), np.stack(list(items.values())), None)
+
+    @property
+    def store_alias(self) -> str:
+        return "f" if self.kind == "facts" else "e"
 
     async def search(self, projects: Sequence[str], vector: np.ndarray, k: int, where: Filter,
                      model_id: str, verify: bool = True) -> list[tuple[str, float]]:
@@ -143,25 +195,35 @@ class VectorSide:
         hits.sort(key=lambda hit: -hit[1])
         return hits[:k]
 
-    async def upsert(self, project: str, ids: list[str], vectors: np.ndarray) -> None:
+    async def upsert(self, project: str, ids: list[str], vectors: np.ndarray, since: int | None = None) -> None:
+        """Write vectors now; ``since`` is the ``mark()`` taken before their rows were written (default: now)."""
         if self.vectors is None or not ids:
             return
         collection = self.collection(project)
+        self._projects[collection] = project
         try:
-            await self.vectors.upsert(collection, ids, vectors, None)
+            async with self._lock(collection):
+                await self._write(collection, dict(zip(ids, vectors)), self._drops if since is None else since)
         except Exception:
             self.index_errors += 1
             self.distrust(collection)
             log.exception("vector index upsert on %s failed; it will be rebuilt from SQLite", collection)
 
-    def queue_upsert(self, project: str, ids: list[str], vectors: np.ndarray) -> None:
-        """Add vectors to the index soon (the flusher coalesces them); searches see them at once."""
+    def queue_upsert(self, project: str, ids: list[str], vectors: np.ndarray, since: int | None = None) -> None:
+        """Add vectors to the index soon (the flusher coalesces them); searches see them at once.
+
+        ``since`` is the ``mark()`` taken before the rows were read or written (default: now, for a caller
+        that vouches no drop of the project came in between)."""
         if self.vectors is None or not ids:
             return
+        since = self._drops if since is None else since
         self._last_activity = time.monotonic()
         if not self._pending:
             self._oldest_pending = self._last_activity
-        self._pending.setdefault(self.collection(project), {}).update(zip(ids, vectors))
+        collection = self.collection(project)
+        self._projects[collection] = project
+        self._pending.setdefault(collection, {}).update(zip(ids, vectors))
+        self._pending_since[collection] = min(self._pending_since.get(collection, since), since)
         if self._flusher is None or self._flusher.done():
             self._flush_wake = asyncio.Event()
             self._flusher = asyncio.create_task(self._flush_loop(), name=f"pirag-{self.kind}-index-flusher")
@@ -191,8 +253,10 @@ class VectorSide:
         while self._pending:
             collection = next(iter(self._pending))
             queued = self._pending[collection]
+            since = self._pending_since.get(collection, self._drops)
             if limit is None or len(queued) <= limit:
                 items = self._pending.pop(collection)
+                self._pending_since.pop(collection, None)
             else:
                 keys = list(queued)[:limit]
                 items = {key: queued.pop(key) for key in keys}
@@ -200,7 +264,8 @@ class VectorSide:
                 continue
             self._inflight[collection] = items
             try:
-                await self.vectors.upsert(collection, list(items), np.stack(list(items.values())), None)
+                async with self._lock(collection):
+                    await self._write(collection, items, since)
             except Exception:
                 self.index_errors += 1
                 self.distrust(collection)
@@ -238,12 +303,18 @@ class VectorSide:
             log.exception("vector index delete on %s failed; it will be rebuilt from SQLite", collection)
 
     async def drop(self, project: str) -> None:
+        """Drop the project's collection; called after its rows were deleted from SQLite.
+
+        Waits for a write or rebuild of the collection in progress (it is removed with the rest), and leaves
+        a tombstone: vectors of rows read before now are written later only if SQLite still holds them."""
         if self.vectors is None:
             return
         collection = self.collection(project)
-        self.ready.discard(collection)
-        self._pending.pop(collection, None)
-        await self.vectors.drop(collection)
+        async with self._lock(collection):
+            self._drops += 1
+            self._dropped_at[collection] = self._drops
+            self.ready.discard(collection)
+            await self.vectors.drop(collection)
 
     async def ensure(self, project: str, expected: int, model_id: str) -> str:
         """Make the project's collection agree with SQLite (rebuilding it from SQLite's vectors if not)."""
@@ -260,9 +331,11 @@ class VectorSide:
                 after, ids, matrix = page
                 yield ids, matrix, None
 
-        outcome = await self.vectors.ensure(collection, expected, load)
-        self.ready.add(collection)
-        self.broken.discard(collection)
+        # Under the collection's lock: a drop of the project waits for the rebuild, then removes what it wrote.
+        async with self._lock(collection):
+            outcome = await self.vectors.ensure(collection, expected, load)
+            self.ready.add(collection)
+            self.broken.discard(collection)
         return outcome
 
 
