@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import sys
 
@@ -22,6 +23,8 @@ def serve(config_path: str | None, socket: str | None, state_dir: str | None) ->
         print(f"pirag: config error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log.level)
+    # A watchdog kill (SIGABRT) or a crash in native code then leaves the Python stacks in the journal.
+    faulthandler.enable()
     try:
         config.state_path.mkdir(parents=True, exist_ok=True, mode=0o750)
     except OSError as exc:
