@@ -18,7 +18,12 @@ import msgspec
 
 from pirag.client.protocol import OPS
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+def docs_dir() -> Path:
+    """The source tree's docs/ (from a checkout: the working directory or next to this package)."""
+    for candidate in (Path.cwd() / "docs", Path(__file__).resolve().parent.parent / "docs"):
+        if (candidate / "PROTOCOL.md").exists():
+            return candidate
+    raise FileNotFoundError("run this from the repository root: docs/PROTOCOL.md not found")
 BEGIN, END = "<!-- generated:{name} begin -->", "<!-- generated:{name} end -->"
 
 
@@ -123,14 +128,15 @@ def replace_section(text: str, name: str, body: str) -> str:
 TARGETS = {"PROTOCOL.md": ("operations", operations_reference), "CLI.md": ("commands", cli_reference)}
 
 
-def render(doc: str) -> str:
+def render(doc: str, docs: Path | None = None) -> str:
     name, make = TARGETS[doc]
-    return replace_section((DOCS / doc).read_text(), name, make())
+    return replace_section(((docs or docs_dir()) / doc).read_text(), name, make())
 
 
 def main() -> int:
+    docs = docs_dir()
     for doc in TARGETS:
-        (DOCS / doc).write_text(render(doc))
+        (docs / doc).write_text(render(doc, docs))
         print(f"wrote docs/{doc}")
     return 0
 

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("doc", sorted(docgen.TARGETS))
 def test_generated_reference_is_up_to_date(doc: str) -> None:
     current = (REPO / "docs" / doc).read_text()
-    assert docgen.render(doc) == current, f"docs/{doc} is stale: run `python -m pirag.daemon.docgen`"
+    assert docgen.render(doc, REPO / "docs") == current, f"docs/{doc} is stale: run `python -m pirag.daemon.docgen`"
 
 
 def test_every_op_and_command_is_documented() -> None:
