@@ -193,8 +193,9 @@ def test_single_query_does_not_wait_for_a_batch(gguf_models) -> None:  # noqa: A
 
 
 def test_pool_shape_defaults_and_fake_selection() -> None:
-    assert pool_shape(EmbedConfig(), cpus=2) == (1, 2)
-    assert pool_shape(EmbedConfig(), cpus=4) == (2, 2)
+    assert pool_shape(EmbedConfig(), cpus=2) == (2, 1)
+    assert pool_shape(EmbedConfig(), cpus=4) == (4, 1)
+    assert pool_shape(EmbedConfig(threads_per_context=2), cpus=4) == (2, 2)
     assert pool_shape(EmbedConfig(contexts=3), cpus=4) == (3, 1)
     assert pool_shape(EmbedConfig(contexts=1, threads_per_context=3), cpus=8) == (1, 3)
     fake = build_embedder(Config(embed=EmbedConfig(model="fake")))
