@@ -19,6 +19,8 @@ from .texts import docstring_texts
 
 
 async def _started(path, **config) -> EmbedEngine:  # noqa: ANN001
+    # One context unless a test asks for more: the failure-path tests count contexts and restarts.
+    config.setdefault("contexts", 1)
     engine = EmbedEngine(EmbedConfig(model=str(path), **config))
     await engine.start()
     return engine
