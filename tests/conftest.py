@@ -105,6 +105,10 @@ class DaemonHandle:
         if info.isrunning():
             info.terminate()
 
+    def kill9(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no shutdown code runs."""
+        self.stop(signal.SIGKILL, timeout=10)
+
     def restart(self) -> None:
         self.stop()
         start_daemon(self.xprocess, self.name, self.root, self.config)
