@@ -42,8 +42,8 @@ from pirag.client.protocol.documents import DocumentIn
 
 from . import peers
 from .ingest_bench import WORDS, stdlib_files
-from .measure import percentile, print_table, round_trips
-from .ping_bench import _start_echo
+from .measure import percentile, print_table
+from .ping_bench import echo_vs_pirag
 
 TARGET_EMBED_VS_SERVER_20 = 2.0     # pirag embedding throughput >= 2x the llama-cpp-python server, 20 clients
 TARGET_SEARCH_VS_CHROMA = 3.0       # pirag search p50 (cache miss, embedding included) <= 3x Chroma's HTTP query
@@ -188,24 +188,7 @@ async def server_embed_clients(port: int, texts: list[str], clients: int, deadli
 
 
 def echo_floor(socket: str, pings: int) -> dict[str, Any]:
-    import uvloop
-
-    figures: dict[str, Any] = {"pirag": {}, "echo": {}}
-    with tempfile.TemporaryDirectory(prefix="ce-", dir="/tmp") as directory:
-        echo, echo_path = _start_echo(Path(directory))
-        try:
-            for clients in (1, 20):
-                per_client = max(50, pings // clients)
-                for _ in range(2):        # alternate, best of two: noise hits both alike
-                    for name, path in (("echo", echo_path), ("pirag", socket)):
-                        result = uvloop.run(round_trips(path, clients, per_client))
-                        best = figures[name].get(str(clients))
-                        if best is None or result["p50_us"] < best["p50_us"]:
-                            figures[name][str(clients)] = result
-        finally:
-            echo.terminate()
-            echo.wait(10)
-    return figures
+    return echo_vs_pirag(socket, pings, rounds=2)  # best of two alternating rounds
 
 
 def search_timings(client: Client, project: str, queries: list[str], use_cache: bool, deadline: float) -> dict:
@@ -499,7 +482,7 @@ def search_phase(client: Client, socket: str, report: Report, chunks: list[str],
 
         executable = chroma or peers.chroma_executable()
         if executable is None or not os.access(executable, os.X_OK):
-            report.peer_skipped("chroma_server", f"the chroma command (from chromadb) is not installed"
+            report.peer_skipped("chroma_server", "the chroma command (from chromadb) is not installed"
                                 + (f": {executable} is not an executable" if executable else ""))
             return
         if not peers.module_available("chromadb"):

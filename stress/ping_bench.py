@@ -8,7 +8,6 @@ Rounds alternate between the two so machine noise hits both alike; the best roun
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import subprocess
 import sys
@@ -32,11 +31,11 @@ def _start_echo(directory: Path) -> tuple[subprocess.Popen[str], str]:
     return process, path
 
 
-def run(socket_path: str, requests: int, rounds: int) -> dict[str, object]:
+def echo_vs_pirag(socket_path: str, requests: int, rounds: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Ping round trips of pirag and of a bare echo server, for 1 and 20 clients, rounds alternating between the
+    two so that machine noise hits both alike; the best (lowest p50) round of each."""
     import uvloop
 
-    with Client(socket_path) as client:
-        daemon_pid = client.status().pid
     results: dict[str, dict[str, dict[str, float]]] = {"pirag": {}, "echo": {}}
     with tempfile.TemporaryDirectory(prefix="pe-", dir="/tmp") as directory:
         echo, echo_path = _start_echo(Path(directory))
@@ -51,7 +50,14 @@ def run(socket_path: str, requests: int, rounds: int) -> dict[str, object]:
                             results[name][str(clients)] = figures
         finally:
             echo.terminate()
-            echo.wait()
+            echo.wait(10)
+    return results
+
+
+def run(socket_path: str, requests: int, rounds: int) -> dict[str, object]:
+    with Client(socket_path) as client:
+        daemon_pid = client.status().pid
+    results = echo_vs_pirag(socket_path, requests, rounds)
     ratios = {clients: round(results["pirag"][clients]["p50_us"] / results["echo"][clients]["p50_us"], 2)
               for clients in results["pirag"]}
     return {"daemon_pid": daemon_pid, "requests_per_round": requests, "rounds": rounds, "results": results,
