@@ -15,7 +15,10 @@ import numpy as np
 
 from pirag.client.protocol.memory import Episode, SessionInfo
 
-from .facts import Filter, blob_vector, decode_cursor, encode_cursor, ranked_keyword_search, vector_blob
+from .facts import (
+    Filter, blob_vector, decode_cursor, encode_cursor, exact_candidates, ranked_keyword_search, select_by_ids,
+    vector_blob,
+)
 
 EPISODE_COLUMNS = ("e.seq", "e.id", "e.session", "e.project", "e.kind", "e.role", "e.content", "e.ts",
                    "e.metadata")
@@ -84,27 +87,12 @@ def keyword_search(conn: sqlite3.Connection, query: str, where: Filter, limit: i
 
 def rows_for_ids(conn: sqlite3.Connection, ids: Sequence[str], where: Filter) -> dict[str, Episode]:
     """The episodes among ``ids`` that still exist and pass ``where``."""
-    if not ids:
-        return {}
-    found: dict[str, Episode] = {}
-    unique = list(dict.fromkeys(ids))
-    for start in range(0, len(unique), 500):
-        part = unique[start:start + 500]
-        for row in conn.execute(f"SELECT {_SELECT} FROM episode e WHERE e.id IN ({','.join('?' * len(part))}) "
-                                f"AND {where.sql_by_id}", [*part, *where.params]):
-            found[row[1]] = _episode(row)
-    return found
+    return select_by_ids(conn, f"SELECT {_SELECT} FROM episode e", "e", ids, where, _episode)
 
 
 def candidate_vectors(conn: sqlite3.Connection, where: Filter, model_id: str,
                       max_rows: int) -> tuple[list[str], np.ndarray] | None:
-    rows = conn.execute(f"SELECT e.id, e.vector FROM episode e WHERE {where.sql} AND e.model_id = ? "
-                        f"AND e.vector IS NOT NULL LIMIT ?", [*where.params, model_id, max_rows + 1]).fetchall()
-    if len(rows) > max_rows:
-        return None
-    if not rows:
-        return [], np.zeros((0, 0), np.float32)
-    return [row[0] for row in rows], np.stack([blob_vector(row[1]) for row in rows])
+    return exact_candidates(conn, "episode e", "e", where, model_id, max_rows)
 
 
 def unembedded(conn: sqlite3.Connection, model_id: str, limit: int) -> list[tuple[int, str, str, str]]:

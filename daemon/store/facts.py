@@ -290,24 +290,38 @@ def keyword_search(conn: sqlite3.Connection, query: str, where: Filter, limit: i
 
 def rows_for_ids(conn: sqlite3.Connection, ids: Sequence[str], where: Filter) -> dict[str, Fact]:
     """The facts among ``ids`` that still exist and pass ``where`` (vector hits checked against SQLite)."""
-    if not ids:
-        return {}
     columns = ", ".join("f." + c.strip() for c in FACT_COLUMNS.split(","))
-    found: dict[str, Fact] = {}
-    unique = list(dict.fromkeys(ids))
-    for start in range(0, len(unique), 500):
-        part = unique[start:start + 500]
-        for row in conn.execute(f"SELECT {columns} FROM fact f WHERE f.id IN ({','.join('?' * len(part))}) "
-                                f"AND {where.sql_by_id}", [*part, *where.params]):
-            found[row[1]] = _fact(row)
-    return found
+    return select_by_ids(conn, f"SELECT {columns} FROM fact f", "f", ids, where, _fact)
 
 
 def candidate_vectors(conn: sqlite3.Connection, where: Filter, model_id: str,
                       max_rows: int) -> tuple[list[str], np.ndarray] | None:
     """Every (id, vector) passing ``where`` for an exact search, or None when there are more than ``max_rows``."""
-    rows = conn.execute(f"SELECT f.id, f.vector FROM fact f WHERE {where.sql} AND f.model_id = ? "
-                        f"AND f.vector IS NOT NULL LIMIT ?", [*where.params, model_id, max_rows + 1]).fetchall()
+    return exact_candidates(conn, "fact f", "f", where, model_id, max_rows)
+
+
+def select_by_ids(conn: sqlite3.Connection, select: str, alias: str, ids: Sequence[str], where: Filter,
+                  convert: Any) -> dict[str, Any]:
+    """Rows of ``select`` (its table named ``alias``, its second column the id) among ``ids`` that pass
+    ``where``, converted; shared by the fact and episode stores."""
+    if not ids:
+        return {}
+    found: dict[str, Any] = {}
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), 500):
+        part = unique[start:start + 500]
+        for row in conn.execute(f"{select} WHERE {alias}.id IN ({','.join('?' * len(part))}) "
+                                f"AND {where.sql_by_id}", [*part, *where.params]):
+            found[row[1]] = convert(row)
+    return found
+
+
+def exact_candidates(conn: sqlite3.Connection, table: str, alias: str, where: Filter, model_id: str,
+                     max_rows: int) -> tuple[list[str], np.ndarray] | None:
+    """Every (id, vector) of ``table`` passing ``where``, or None when there are more than ``max_rows``."""
+    rows = conn.execute(f"SELECT {alias}.id, {alias}.vector FROM {table} WHERE {where.sql} "
+                        f"AND {alias}.model_id = ? AND {alias}.vector IS NOT NULL LIMIT ?",
+                        [*where.params, model_id, max_rows + 1]).fetchall()
     if len(rows) > max_rows:
         return None
     if not rows:
