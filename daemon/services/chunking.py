@@ -84,12 +84,18 @@ def segment(text: str, file_type: str) -> list[Segment]:
 
 
 def segment_paragraphs(lines: list[str], first_line: int, heading: tuple[str, ...],
-                       hard_first: bool = False) -> list[Segment]:
+                       hard_first: bool = False, fences: bool = False) -> list[Segment]:
+    """Paragraphs (runs of non-blank lines). With ``fences``, a fenced code block (``` or ~~~) stays whole:
+    blank lines inside it do not cut."""
     segments: list[Segment] = []
     current: list[str] = []
     start = first_line
+    in_fence: str | None = None
     for offset, line in enumerate(lines):
-        if line.strip():
+        fence = _FENCE.match(line) if fences else None
+        if fence:
+            in_fence = None if in_fence == fence.group(1) else (in_fence or fence.group(1))
+        if line.strip() or in_fence:
             if not current:
                 start = first_line + offset
             current.append(line)
@@ -117,8 +123,8 @@ def segment_markdown(text: str) -> list[Segment]:
     def flush(end_exclusive: int) -> None:
         nonlocal section
         if section:
-            segments.extend(_fenced_paragraphs(section, section_start, tuple(title for _, title in path),
-                                               hard_first=True))
+            segments.extend(segment_paragraphs(section, section_start, tuple(title for _, title in path),
+                                               hard_first=True, fences=True))
         section = []
 
     index = 0
@@ -148,28 +154,6 @@ def segment_markdown(text: str) -> list[Segment]:
             section.append(line)
         index += 1
     flush(len(lines))
-    return segments
-
-
-def _fenced_paragraphs(lines: list[str], first_line: int, heading: tuple[str, ...], hard_first: bool) -> list[Segment]:
-    """Paragraphs, but a fenced code block stays whole (blank lines inside it do not cut)."""
-    segments: list[Segment] = []
-    current: list[str] = []
-    start = first_line
-    in_fence: str | None = None
-    for offset, line in enumerate(lines):
-        fence = _FENCE.match(line)
-        if fence:
-            in_fence = None if in_fence == fence.group(1) else (in_fence or fence.group(1))
-        if line.strip() or in_fence:
-            if not current:
-                start = first_line + offset
-            current.append(line)
-        elif current:
-            segments.append(Segment(current, start, heading, hard_first and not segments))
-            current = []
-    if current:
-        segments.append(Segment(current, start, heading, hard_first and not segments))
     return segments
 
 
