@@ -22,7 +22,6 @@ import asyncio
 import os
 import random
 import shutil
-import statistics
 import sys
 import sysconfig
 import time

@@ -20,6 +20,10 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
 def summarize(latencies_s: Sequence[float], elapsed_s: float) -> dict[str, float]:
     return {
         "requests": len(latencies_s),

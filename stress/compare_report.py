@@ -1,0 +1,184 @@
+"""The report of ``pirag-stress compare``: the targets, the figures collected per peer, the ratios computed
+from them and the printed table (the measuring is in compare.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .measure import print_table
+
+TARGET_EMBED_VS_SERVER_20 = 2.0     # pirag embedding throughput >= 2x the llama-cpp-python server, 20 clients
+TARGET_SEARCH_VS_CHROMA = 3.0       # pirag search p50 (cache miss, embedding included) <= 3x Chroma's HTTP query
+
+
+class Report:
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {"peers": {}, "pirag": {}, "ratios": {}, "targets": {}}
+
+    def peer_ok(self, name: str, figures: dict[str, Any], **extra: Any) -> None:
+        self.data["peers"][name] = {"status": "ok", "reason": None, "figures": figures, **extra}
+
+    def peer_skipped(self, name: str, reason: str) -> None:
+        print(f"  {name}: SKIPPED: {reason}", flush=True)
+        self.data["peers"][name] = {"status": "skipped", "reason": reason, "figures": {}}
+
+    def ok(self, name: str) -> bool:
+        return self.data["peers"].get(name, {}).get("status") == "ok"
+
+
+PEER_NAMES = ("echo_floor", "llama_cpp_naive", "llama_cpp_server", "chroma_server", "sentence_transformers")
+
+
+def compute_ratios(report: Report) -> None:
+    data, ratios, targets = report.data, report.data["ratios"], report.data["targets"]
+    pirag = data["pirag"]
+
+    def tps(figures: dict[str, Any] | None) -> float | None:
+        return figures.get("texts_per_s") if figures else None
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a and b else None
+
+    if report.ok("llama_cpp_naive"):
+        naive = data["peers"]["llama_cpp_naive"]["figures"]
+        ratios["embed_pirag_1_client_over_naive"] = ratio(tps(pirag.get("embed_1_client")), naive["texts_per_s"])
+        ratios["embed_pirag_20_clients_over_naive"] = ratio(tps(pirag.get("embed_20_clients")), naive["texts_per_s"])
+        ratios["embed_pirag_bulk_over_naive"] = ratio(tps(pirag.get("embed_bulk_64")), naive["texts_per_s"])
+        if naive.get("one_thread", {}).get("texts_per_s"):
+            ratios["embed_pirag_1_client_over_naive_1_thread"] = ratio(tps(pirag.get("embed_1_client")),
+                                                                       naive["one_thread"]["texts_per_s"])
+        if naive.get("query_p50_ms"):
+            ratios["short_query_p50_pirag_socket_over_naive_call"] = ratio(pirag.get("short_query_embed_p50_ms"),
+                                                                          naive["query_p50_ms"])
+    if report.ok("llama_cpp_server"):
+        server = data["peers"]["llama_cpp_server"]["figures"]
+        ratios["embed_pirag_over_server_1_client"] = ratio(tps(pirag.get("embed_1_client")),
+                                                           tps(server["1_client"]))
+        ratios["embed_pirag_over_server_20_clients"] = ratio(tps(pirag.get("embed_20_clients")),
+                                                             tps(server["20_clients"]))
+        ratios["embed_p50_latency_server_over_pirag_20_clients"] = ratio(server["20_clients"]["p50_ms"],
+                                                                         pirag["embed_20_clients"]["p50_ms"])
+        value = ratios["embed_pirag_over_server_20_clients"]
+        targets["embed_throughput_vs_llama_server_20_clients"] = {
+            "target": f">= {TARGET_EMBED_VS_SERVER_20}x", "measured": value,
+            "met": value is not None and value >= TARGET_EMBED_VS_SERVER_20}
+    else:
+        targets["embed_throughput_vs_llama_server_20_clients"] = {
+            "target": f">= {TARGET_EMBED_VS_SERVER_20}x", "measured": None, "met": None,
+            "reason": data["peers"]["llama_cpp_server"]["reason"]}
+    if report.ok("sentence_transformers"):
+        st = data["peers"]["sentence_transformers"]["figures"]
+        ratios["embed_pirag_bulk_over_sentence_transformers"] = ratio(tps(pirag.get("embed_bulk_64")),
+                                                                      st["texts_per_s"])
+        ratios["embed_pirag_20_clients_over_sentence_transformers"] = ratio(tps(pirag.get("embed_20_clients")),
+                                                                            st["texts_per_s"])
+    if report.ok("chroma_server") and pirag.get("search_miss"):
+        chroma = data["peers"]["chroma_server"]["figures"]
+        fastest = min(chroma["raw_http"]["p50_ms"], chroma["chromadb_http_client"]["p50_ms"])
+        ratios["search_miss_p50_pirag_over_chroma_raw_http"] = ratio(pirag["search_miss"]["p50_ms"],
+                                                                     chroma["raw_http"]["p50_ms"])
+        ratios["search_miss_p50_pirag_over_chromadb_client"] = ratio(pirag["search_miss"]["p50_ms"],
+                                                                     chroma["chromadb_http_client"]["p50_ms"])
+        ratios["search_vector_cached_p50_pirag_over_chroma_fastest"] = ratio(
+            pirag["search_vector_cached"]["p50_ms"], fastest)
+        ratios["search_hit_p50_pirag_over_chroma_fastest"] = ratio(pirag["search_hit"]["p50_ms"], fastest)
+        value = ratio(pirag["search_miss"]["p50_ms"], fastest)
+        targets["search_miss_p50_vs_chroma_http"] = {
+            "target": f"<= {TARGET_SEARCH_VS_CHROMA}x (against the faster of Chroma's raw HTTP and chromadb client)",
+            "measured": value, "met": value is not None and value <= TARGET_SEARCH_VS_CHROMA}
+    else:
+        targets["search_miss_p50_vs_chroma_http"] = {
+            "target": f"<= {TARGET_SEARCH_VS_CHROMA}x", "measured": None, "met": None,
+            "reason": data["peers"]["chroma_server"]["reason"]}
+
+
+# ---------------------------------------------------------------------------------------------- printing
+
+def print_report(data: dict[str, Any]) -> None:
+    pirag, peer = data["pirag"], data["peers"]
+    m = data["machine"]
+    print(f"\n{data['time']}  {m['cpu']}, {m['cpus']} CPUs, {m['memory_gib']} GiB  model {data['model']['id']}"
+          f"  threads {data['threads']['peers']}  load {data['load_average_start']} -> {data['load_average_end']}")
+    rows: list[list[object]] = []
+
+    def fig(figures: dict[str, Any] | None, key: str) -> object:
+        return "-" if not figures or figures.get(key) is None else figures[key]
+
+    def r(key: str) -> object:
+        value = data["ratios"].get(key)
+        return "-" if value is None else f"{value}x"
+
+    e1, e20, eb = pirag.get("embed_1_client"), pirag.get("embed_20_clients"), pirag.get("embed_bulk_64")
+    if peer["llama_cpp_naive"]["status"] == "ok":
+        n = peer["llama_cpp_naive"]["figures"]
+        rows.append(["embed texts/s, 1 client", "naive llama-cpp-python", n["texts_per_s"] and round(n["texts_per_s"], 2),
+                     fig(e1, "texts_per_s"), r("embed_pirag_1_client_over_naive")])
+        rows.append(["embed texts/s, 20 clients", "naive llama-cpp-python (1 caller)",
+                     round(n["texts_per_s"], 2), fig(e20, "texts_per_s"), r("embed_pirag_20_clients_over_naive")])
+        rows.append(["embed texts/s, batches of 64", "naive llama-cpp-python (1 per call)",
+                     round(n["texts_per_s"], 2), fig(eb, "texts_per_s"), r("embed_pirag_bulk_over_naive")])
+        one = n.get("one_thread", {})
+        if one.get("texts_per_s"):
+            rows.append(["embed texts/s, 1 client", "naive llama-cpp-python, 1 thread", round(one["texts_per_s"], 2),
+                         fig(e1, "texts_per_s"), f"{round(e1['texts_per_s'] / one['texts_per_s'], 2)}x"
+                         if e1 and e1.get("texts_per_s") else "-"])
+        if n.get("query_p50_ms"):
+            rows.append(["short query embed p50 ms", "naive in-process call", round(n["query_p50_ms"], 2),
+                         pirag.get("short_query_embed_p50_ms"), r("short_query_p50_pirag_socket_over_naive_call")
+                         + " (pirag/naive)"])
+    else:
+        rows.append(["embed texts/s", "naive llama-cpp-python", "SKIPPED", "", peer["llama_cpp_naive"]["reason"]])
+    if peer["llama_cpp_server"]["status"] == "ok":
+        s = peer["llama_cpp_server"]["figures"]
+        rows.append(["embed texts/s, 1 client", "llama_cpp.server", s["1_client"]["texts_per_s"],
+                     fig(e1, "texts_per_s"), r("embed_pirag_over_server_1_client")])
+        rows.append(["embed texts/s, 20 clients", "llama_cpp.server", s["20_clients"]["texts_per_s"],
+                     fig(e20, "texts_per_s"), r("embed_pirag_over_server_20_clients") + " (target >= 2x)"])
+        rows.append(["embed p50 ms, 1 client", "llama_cpp.server", s["1_client"]["p50_ms"], fig(e1, "p50_ms"), ""])
+        rows.append(["embed p50 ms, 20 clients", "llama_cpp.server", s["20_clients"]["p50_ms"], fig(e20, "p50_ms"),
+                     r("embed_p50_latency_server_over_pirag_20_clients") + " (server/pirag)"])
+        rows.append(["embed p99 ms, 20 clients", "llama_cpp.server", s["20_clients"]["p99_ms"], fig(e20, "p99_ms"),
+                     ""])
+    else:
+        rows.append(["embed, 1/20 clients", "llama_cpp.server", "SKIPPED", "", peer["llama_cpp_server"]["reason"]])
+    if peer["sentence_transformers"]["status"] == "ok":
+        t = peer["sentence_transformers"]["figures"]
+        rows.append(["embed texts/s, batches of 64", "sentence-transformers", round(t["texts_per_s"], 2),
+                     fig(eb, "texts_per_s"), r("embed_pirag_bulk_over_sentence_transformers")])
+    else:
+        rows.append(["embed texts/s", "sentence-transformers", "SKIPPED", "", peer["sentence_transformers"]["reason"]])
+    if peer["chroma_server"]["status"] == "ok":
+        c = peer["chroma_server"]["figures"]
+        rows.append(["search p50 ms, cache miss (embeds query)", "chroma run, raw HTTP, vector given",
+                     c["raw_http"]["p50_ms"], fig(pirag.get("search_miss"), "p50_ms"),
+                     r("search_miss_p50_pirag_over_chroma_raw_http") + " (target <= 3x)"])
+        rows.append(["search p50 ms, cache miss (embeds query)", "chroma run, chromadb.HttpClient",
+                     c["chromadb_http_client"]["p50_ms"], fig(pirag.get("search_miss"), "p50_ms"),
+                     r("search_miss_p50_pirag_over_chromadb_client")])
+        rows.append(["search p50 ms, query vector cached", "chroma (faster of the two)",
+                     min(c["raw_http"]["p50_ms"], c["chromadb_http_client"]["p50_ms"]),
+                     fig(pirag.get("search_vector_cached"), "p50_ms"),
+                     r("search_vector_cached_p50_pirag_over_chroma_fastest")])
+        rows.append(["search p50 ms, result cache hit", "chroma (faster of the two)",
+                     min(c["raw_http"]["p50_ms"], c["chromadb_http_client"]["p50_ms"]),
+                     fig(pirag.get("search_hit"), "p50_ms"), r("search_hit_p50_pirag_over_chroma_fastest")])
+        rows.append(["search p99 ms, cache miss", "chroma run, raw HTTP", c["raw_http"]["p99_ms"],
+                     fig(pirag.get("search_miss"), "p99_ms"), ""])
+    else:
+        rows.append(["search", "chroma run", "SKIPPED", "", peer["chroma_server"]["reason"]])
+    if peer["echo_floor"]["status"] == "ok":
+        for clients in ("1", "20"):
+            rows.append([f"ping p50 us, {clients} client(s)", "bare uvloop+msgspec echo",
+                         peer["echo_floor"]["figures"][clients]["p50_us"], pirag["ping"][clients]["p50_us"],
+                         f"{data['ratios']['ping_p50_pirag_over_echo'][clients]}x (pirag/echo)"])
+    else:
+        rows.append(["ping", "echo floor", "SKIPPED", "", peer["echo_floor"]["reason"]])
+    print_table(f"pirag vs peers ({data['command']}; ratios are pirag/peer for throughput, pirag/peer for "
+                "latency unless marked)", ["measurement", "peer", "peer", "pirag", "ratio"], rows)
+    print()
+    for name, target in data["targets"].items():
+        verdict = {True: "MET", False: "MISSED", None: "NOT MEASURED"}[target["met"]]
+        print(f"target {name}: {target['target']}, measured {target['measured']}: {verdict}"
+              + (f" ({target['reason']})" if target.get("reason") else ""))
+    print(f"embedding cache hits during the embedding phase: {pirag.get('embed_cache_hits_during_embedding')} "
+          "(0 means no cache helped pirag)")
