@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pirag.client.protocol import Args, Result
+from pirag.client.protocol import Result
 
 from .config import Config
 
@@ -60,8 +60,6 @@ class App:
     config: Config
     components: list[Component] = field(default_factory=list)
     handlers: dict[str, Handler] = field(default_factory=dict)
-    # Set by the server: a callable returning the core figures for status.
-    progress: Callable[[str], None] = lambda message: None
 
     def component(self, name: str) -> Any:
         for component in self.components:
@@ -110,6 +108,3 @@ class App:
             if reload is not None:
                 reload(config)
 
-
-def args_of(request: Any) -> Args:
-    return request.args

@@ -120,7 +120,6 @@ class Server:
             log.warning("the memory cgroup controller is not enabled: MemoryHigh/MemoryMax limits are ignored "
                         "(on a Raspberry Pi add cgroup_enable=memory to /boot/firmware/cmdline.txt)")
         try:
-            self.app.progress = self.progress
             await self.app.start(components)
         except Exception as exc:
             log.error("start-up failed: %s", exc, exc_info=not isinstance(exc, (OSError, ValueError)))
