@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pirag.client import errors
 from pirag.client.framing import HEADER
@@ -38,6 +38,9 @@ class Connection(asyncio.Protocol):
         self.partial_since: float | None = None
         self.closed = False
         self._write_paused = False
+        # Streams opened on this connection (MCP sessions, daemon/mcp/sessions.py), by the opening request's id;
+        # they end with the connection.
+        self.sessions: dict[int, Any] = {}
 
     # ----- asyncio.Protocol ------------------------------------------------------------------------------
 
@@ -92,6 +95,7 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self.server.connections.discard(self)
         self.buffer = bytearray()
+        self._end_sessions()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -120,13 +124,19 @@ class Connection(asyncio.Protocol):
             self.server.connections.discard(self)
             if self.transport is not None:
                 self.transport.close()  # flushes what is buffered, then closes
+        self._end_sessions()
+
+    def _end_sessions(self) -> None:
+        for session in list(self.sessions.values()):
+            session.close()
 
     def check_timeouts(self, now: float, idle_timeout_s: float, frame_timeout_s: float) -> str | None:
         """Called from the server's tick; returns why the connection was closed, if it was."""
         if self.partial_since is not None and now - self.partial_since > frame_timeout_s:
             self.close()
             return "frame_timeout"
-        if not self.tasks and now - self.last_activity > idle_timeout_s:
+        # An open MCP session is a long-lived stream by nature: an agent may stay quiet for hours.
+        if not self.tasks and not self.sessions and now - self.last_activity > idle_timeout_s:
             self.close()
             return "idle_timeout"
         return None

@@ -39,6 +39,7 @@ from .config import RELOADABLE, Config, ConfigError, load_config, summary
 from .connection import Connection
 from .endpoint import Endpoint, adopt_endpoint, bind_endpoint
 from .log import RequestLog, metric_line, set_level
+from .mcp.sessions import McpSessions
 from .metrics import Metrics
 
 log = logging.getLogger("pirag.server")
@@ -103,6 +104,9 @@ class Server:
         self._pong = PingResult()
         self._inline: dict[str, Callable[[], Any]] = {"ping": lambda: self._pong, "hello": self._hello,
                                                       "status": self._status}
+        # Ops that stream on their connection (MCP sessions): handed the connection, they answer themselves.
+        self.mcp = McpSessions(self)
+        self._streams = self.mcp.ops()
 
     # ----- lifecycle -------------------------------------------------------------------------------------
 
@@ -179,6 +183,7 @@ class Server:
             for task in connection.tasks:
                 task.cancel()
             connection.close()
+        await self.mcp.close()
         await self.app.close()
         if self._tick_task is not None:
             self._tick_task.cancel()
@@ -298,6 +303,14 @@ class Server:
             connection.refuse(errors.MALFORMED_FRAME, f"the frame is not valid msgpack: {exc}")
             return False
         op = type(request).__struct_config__.tag
+        stream = self._streams.get(op)
+        if stream is not None:
+            self.metrics.requests_by_op[op] += 1
+            outcome = stream(connection, request)
+            if outcome != "ok":
+                self.metrics.errors_by_code[outcome] += 1
+            self.request_log.record(connection.label, op, request.id, 0.0, outcome)
+            return True
         inline = self._inline.get(op)
         if inline is not None:  # core ops are answered at once: no task, no await
             self.metrics.requests_by_op[op] += 1
@@ -357,7 +370,7 @@ class Server:
         limits = self.config.server
         return HelloResult(
             protocol=PROTOCOL_VERSION, server_version=__version__, pid=os.getpid(),
-            capabilities=sorted(set(CORE_OPS) | set(self.app.handlers)),
+            capabilities=sorted(set(CORE_OPS) | set(self.app.handlers) | set(self._streams)),
             limits={"max_frame_bytes": limits.max_frame_bytes,
                     "max_inflight_per_connection": limits.max_inflight_per_connection})
 
@@ -365,7 +378,9 @@ class Server:
         lag = self.metrics.lag.summary()
         components = self.app.stats()
         components["server"] = {"ready": self.ready, "starting": None if self.ready else self.starting_message,
-                                "unexpected_loop_errors": len(self._unexpected)}
+                                "unexpected_loop_errors": len(self._unexpected),
+                                "tasks": len(asyncio.all_tasks())}
+        components["mcp"] = self.mcp.stats()
         return StatusResult(
             version=__version__, protocol=PROTOCOL_VERSION, pid=os.getpid(),
             uptime_s=round(time.time() - self.started_at, 3), connections=len(self.connections),

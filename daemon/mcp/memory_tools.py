@@ -1,6 +1,6 @@
-"""The MCP bridge's memory tools (``remember``, ``recall``, ``forget``, ``log_episode``, ``timeline``) and
+"""The MCP memory tools (``remember``, ``recall``, ``forget``, ``log_episode``, ``timeline``) and
 ``get_context``, which runs a document search, a fact recall and an episode recall concurrently on the bridge's
-one connection and packs the three into one character budget. Shared plumbing is in ``mcp_tools``.
+one connection and packs the three into one character budget. Shared plumbing is in ``tools``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from mcp.server.fastmcp import FastMCP
 from mcp.types import CallToolResult
 from pydantic import Field
 
-from .mcp_format import Block, Fitted, clip, fit_blocks, one_line, stamp
-from .mcp_tools import (
+from pirag.client.protocol.documents import SearchResult
+
+from .format import Block, Fitted, clip, fit_blocks, one_line, stamp
+from .tools import (
     ALL_PROJECTS, DEFAULT_MAX_CHARS, Bridge, MaxChars, ToolFailure, answer, builtins, search_blocks, tool,
 )
-from .protocol.documents import SearchResult
 
 MemoryProject = Annotated[str | None, Field(description=(
     "Project the memory belongs to; '' is the global project. Omitted: the bridge's default project "

@@ -1,11 +1,11 @@
-"""The MCP bridge's client holder and its tools for documents and the daemon (``search``, ``ingest``,
-``ingest_status``, ``list_projects``, ``list_sources``, ``drop``, ``status``).
+"""The MCP tools for documents and the daemon (``search``, ``ingest``, ``ingest_status``, ``list_projects``,
+``list_sources``, ``drop``, ``status``) and the ``Bridge`` they are given.
 
 Each tool is a typed function whose docstring is its description and whose annotated parameters are its JSON
 schema. It makes one or two client calls and turns the result into compact text (within ``max_chars``) plus
-structured content. A daemon error becomes a tool error carrying the daemon's message; an unreachable daemon
-becomes a tool error that says where the bridge looked and how to start the daemon. Memory tools and
-``get_context`` are in ``mcp_memory_tools``.
+structured content. A daemon error becomes a tool error carrying the daemon's message. The tools are registered
+once and serve every MCP session: the ``Bridge`` gives them the settings and the daemon client of the session
+whose request they are answering. Memory tools and ``get_context`` are in ``memory_tools``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import functools
 import inspect
 import os
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -23,10 +24,16 @@ from mcp.server.fastmcp import FastMCP
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from . import AsyncClient
-from .errors import ConnectionFailed, PiragError, RequestTimeout
-from .mcp_format import Block, clip, duration, fit_blocks, lines_of, one_line, size, stamp
-from .protocol.documents import DocumentIn
+from pirag.client.api_core import CoreMethods
+from pirag.client.api_documents import DocumentsMethods
+from pirag.client.api_embed import EmbedMethods
+from pirag.client.api_memory import MemoryMethods
+from pirag.client.errors import ConnectionFailed, PiragError, RequestTimeout
+from pirag.client.mcp_fallback import lost, unreachable
+from pirag.client.protocol import Args, OpSpec
+from pirag.client.protocol.documents import DocumentIn
+
+from .format import Block, clip, duration, fit_blocks, lines_of, one_line, size, stamp
 
 T = TypeVar("T")
 
@@ -49,22 +56,54 @@ class ToolFailure(Exception):
 
 @dataclass(frozen=True)
 class BridgeSettings:
-    socket: Path
+    socket: Path | str
     project: str = ""          # the default project; "" for none
     timeout: float = 120.0     # seconds to wait for one reply (ingest with wait=true can take a while)
+    cwd: str = ""              # relative ingest paths start here ("": this process's working directory)
+
+
+Caller = Callable[[OpSpec, Args], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class SessionScope:
+    """One MCP session as its tools see it: its settings and how its daemon calls are made."""
+
+    settings: BridgeSettings
+    call: Caller
+
+
+# The session whose request is being answered. The daemon sets it in each session's task; the SDK handles every
+# request of a session in a child task of that one, which inherits it.
+CURRENT_SESSION: ContextVar[SessionScope] = ContextVar("pirag_mcp_session")
+
+
+class ScopedClient(CoreMethods, EmbedMethods, DocumentsMethods, MemoryMethods):
+    """The client API the tools call: every call goes out through the current session's ``call``."""
+
+    def __init__(self, bridge: "Bridge"):
+        self._bridge = bridge
+
+    def _call(self, spec: OpSpec, args: Args) -> Awaitable[Any]:
+        return self._bridge.scope.call(spec, args)
 
 
 class Bridge:
-    """Holds the one ``AsyncClient`` of the bridge's lifetime. The client connects on first use and again
-    after the daemon went away, so the bridge starts without the daemon and survives its restarts."""
+    """What the tools are given: the current session's settings and a client for its daemon calls. With
+    ``fixed``, one session for the process's lifetime (a stdio server of its own); without, the session of
+    ``CURRENT_SESSION`` (the daemon, serving every session with one set of tools)."""
 
-    def __init__(self, settings: BridgeSettings):
-        self.settings = settings
-        # Nothing connects here: the first call does (asyncio primitives bind to the loop on first use).
-        self.client = AsyncClient(settings.socket, timeout=settings.timeout, connect_timeout=3.0)
+    def __init__(self, fixed: SessionScope | None = None):
+        self._fixed = fixed
+        self.client = ScopedClient(self)
 
-    async def close(self) -> None:
-        await self.client.close()
+    @property
+    def scope(self) -> SessionScope:
+        return self._fixed or CURRENT_SESSION.get()
+
+    @property
+    def settings(self) -> BridgeSettings:
+        return self.scope.settings
 
     async def call(self, awaitable: Awaitable[T]) -> T:
         """Await one client call; pirag errors become ``ToolFailure`` with a message for the model."""
@@ -78,15 +117,10 @@ class Bridge:
             raise ToolFailure(f"pirag daemon error ({exc.code}): {exc.message}", exc.code) from exc
 
     def unreachable(self, exc: ConnectionFailed) -> str:
-        start = ("Start it with `systemctl start pirag` (system service) or `pirag serve` (in a terminal), or point "
-                 "pirag-mcp --socket / PIRAG_SOCKET at the running daemon's socket. The bridge keeps running and "
-                 "reconnects on the next call.")
         if "socket" in exc.details:          # the connect itself failed
             cause = exc.__cause__
-            reason = getattr(cause, "strerror", None) or str(cause or exc.message)
-            return f"pirag daemon not reachable at {self.settings.socket} ({reason}). {start}"
-        return (f"lost the connection to the pirag daemon at {self.settings.socket} ({exc.message}); a write may or "
-                f"may not have been applied. {start}")
+            return unreachable(self.settings.socket, getattr(cause, "strerror", None) or str(cause or exc.message))
+        return lost(self.settings.socket, exc.message)
 
     def project(self, given: str | None) -> str:
         """The project a memory call uses: the given one ("" is the global project), else the default."""
@@ -205,7 +239,7 @@ def register_document_tools(server: FastMCP, bridge: Bridge) -> None:
             if not source:
                 raise ToolFailure("`text` needs a `source` name, e.g. 'notes/meeting.md'")
             documents.append(DocumentIn(source=source, text=text))
-        absolute = [os.path.abspath(path) for path in paths or ()]
+        absolute = [os.path.abspath(os.path.join(bridge.settings.cwd, path)) for path in paths or ()]
         result = await bridge.call(client.ingest(name, absolute, documents=documents, wait=wait))
         structured = builtins(result) | {"project": name}
         if result.state in ("queued", "running"):

@@ -273,9 +273,12 @@ def test_stdout_carries_only_the_protocol(mcp_daemon: Any) -> None:
     assert "pirag-mcp | " in stderr
 
 
-def test_imports_nothing_heavy() -> None:
-    code = ("import sys; from pirag.client.mcp_bridge import build_server; build_server('/tmp/none.sock'); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'chromadb', 'llama_cpp', 'uvloop', "
-            "'torch', 'tokenizers') or m.startswith(('pirag.daemon', 'pirag.stress'))))")
+def test_the_pump_imports_neither_the_sdk_nor_pydantic() -> None:
+    """pirag-mcp is a pump: importing it, parsing its options and loading its fallback record pull in no MCP SDK,
+    no pydantic, no anyio and nothing of the daemon."""
+    code = ("import sys; from pirag.client import mcp_bridge, mcp_fallback; mcp_bridge.parse_args([]); "
+            "mcp_fallback.snapshot(); print(sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'pydantic', "
+            "'pydantic_core', 'anyio', 'starlette', 'httpx', 'numpy', 'chromadb', 'llama_cpp', 'uvloop', 'torch', "
+            "'tokenizers') or m.startswith(('pirag.daemon', 'pirag.stress'))))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"

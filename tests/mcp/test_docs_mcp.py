@@ -7,14 +7,15 @@ from pathlib import Path
 
 import anyio
 
-from pirag.client.mcp_bridge import build_server, make_parser
+from pirag.client.mcp_bridge import make_parser
+from pirag.daemon.mcp.sdk_server import build_fastmcp
+from pirag.daemon.mcp.tools import Bridge
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "MCP.md").read_text()
 
 
 def _tools() -> list[tuple[str, list[str]]]:
-    server, _ = build_server(Path("/tmp/none.sock"))
-    tools = anyio.run(server.list_tools)
+    tools = anyio.run(build_fastmcp(Bridge()).list_tools)
     return [(tool.name, list(tool.inputSchema["properties"])) for tool in tools]
 
 
