@@ -47,7 +47,8 @@ from .version import __version__
 
 log = logging.getLogger("pirag.mcp")
 
-INITIALIZE_GRACE_S = 1.0
+INITIALIZE_GRACE_S = 1.0        # the daemon's answer to initialize is waited for this long, then the snapshot's
+OPEN_TIMEOUT_S = 1.0            # a daemon that accepts but does not open a session within this is stuck
 SESSION = 1                       # the id of the mcp_open request, which names the session on its connection
 INITIALIZED = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
 _message_decoder = msgspec.msgpack.Decoder(McpMessage)
@@ -84,6 +85,10 @@ def _key(request_id: Any) -> str:
     return json.dumps(request_id)
 
 
+class LinkFailed(Exception):
+    """No session: its text is the tool error a call gets meanwhile."""
+
+
 class Link:
     """One connection to the daemon carrying one MCP session; ``on_end(link, reason)`` once when it is over."""
 
@@ -99,14 +104,32 @@ class Link:
     @classmethod
     async def open(cls, settings: PumpSettings, on_message: Callable[[McpMessage], None],
                    on_end: Callable[["Link", str], None]) -> "Link":
-        """Connect and open the session; OSError when the socket cannot be reached. The open is not waited
-        for: frames keep their order, so messages sent next reach the session (or fail with it)."""
-        reader, writer = await asyncio.open_unix_connection(str(settings.socket), limit=1 << 20)
-        link = cls(reader, writer, on_message, on_end)
+        """Connect and open the session; ``LinkFailed`` (with the tool error to show) when that fails."""
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(settings.socket), limit=1 << 20)
+        except OSError as exc:
+            raise LinkFailed(mcp_fallback.unreachable(settings.socket, exc.strerror or str(exc))) from exc
         writer.write(_encode_request(MCP_OPEN, SESSION, McpOpenArgs(
             project=settings.project, cwd=os.getcwd(), socket=str(settings.socket), timeout=settings.timeout,
             client=f"pirag-mcp {__version__} pid {os.getpid()}")))
-        return link
+        # Wait for the open's answer before relaying anything: a daemon that refuses the connection (busy,
+        # forbidden) says why in one frame and closes, and a write racing that close would lose the reason.
+        try:
+            body = await asyncio.wait_for(read_frame(reader, CLIENT_MAX_FRAME), OPEN_TIMEOUT_S)
+            reply = _reply_decoder.decode(body) if body is not None else None
+        except asyncio.TimeoutError as exc:
+            writer.close()
+            raise LinkFailed(mcp_fallback.unreachable(
+                settings.socket, f"it accepted the connection but did not answer within {OPEN_TIMEOUT_S} s")) from exc
+        except (OSError, asyncio.IncompleteReadError, msgspec.DecodeError, FrameTooLargeError) as exc:
+            writer.close()
+            raise LinkFailed(mcp_fallback.unreachable(settings.socket, f"{type(exc).__name__}: {exc}")) from exc
+        if reply is None or reply.error is not None:
+            writer.close()
+            if reply is None:
+                raise LinkFailed(mcp_fallback.unreachable(settings.socket, "it closed the connection"))
+            raise LinkFailed(f"pirag daemon error ({reply.error.code}): {reply.error.message}")
+        return cls(reader, writer, on_message, on_end)
 
     def send(self, message: str) -> None:
         if not self.closed:
@@ -115,7 +138,6 @@ class Link:
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         reason = "the daemon closed the connection"
-        opened = False
         try:
             while (body := await read_frame(reader, CLIENT_MAX_FRAME)) is not None:
                 reply = _reply_decoder.decode(body)
@@ -123,11 +145,8 @@ class Link:
                     # Refused (busy, forbidden), the session ended (unavailable), or a message refused: done.
                     reason = f"pirag daemon error ({reply.error.code}): {reply.error.message}"
                     break
-                if reply.id != SESSION:
-                    continue
-                if opened:
+                if reply.id == SESSION:
                     self.on_message(_message_decoder.decode(reply.result))
-                opened = True          # the first reply on the session's id is McpOpenResult
         except (OSError, asyncio.IncompleteReadError, msgspec.DecodeError, FrameTooLargeError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
         finally:
@@ -215,9 +234,9 @@ class Pump:
             return self.link
         try:
             self.link = await Link.open(self.settings, self._from_daemon, self._ended)
-        except OSError as exc:
-            self.down_reason = mcp_fallback.unreachable(self.settings.socket, exc.strerror or str(exc))
-            log.debug("daemon not reachable at %s: %s", self.settings.socket, exc)
+        except LinkFailed as exc:
+            self.down_reason = str(exc)
+            log.debug("no MCP session: %s", exc)
             return None
         log.info("MCP session opened on the daemon at %s", self.settings.socket)
         if replay and self.initialize is not None:
