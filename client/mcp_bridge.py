@@ -28,6 +28,7 @@ import itertools
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -48,7 +49,7 @@ from .version import __version__
 log = logging.getLogger("pirag.mcp")
 
 INITIALIZE_GRACE_S = 1.0        # the daemon's answer to initialize is waited for this long, then the snapshot's
-OPEN_TIMEOUT_S = 1.0            # a daemon that accepts but does not open a session within this is stuck
+OPEN_TIMEOUT_S = 2.0            # a daemon that accepts but does not open a session within this is stuck
 SESSION = 1                       # the id of the mcp_open request, which names the session on its connection
 INITIALIZED = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
 _message_decoder = msgspec.msgpack.Decoder(McpMessage)
@@ -105,13 +106,21 @@ class Link:
     async def open(cls, settings: PumpSettings, on_message: Callable[[McpMessage], None],
                    on_end: Callable[["Link", str], None]) -> "Link":
         """Connect and open the session; ``LinkFailed`` (with the tool error to show) when that fails."""
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
-            reader, writer = await asyncio.open_unix_connection(str(settings.socket), limit=1 << 20)
+            await loop.sock_connect(sock, str(settings.socket))
         except OSError as exc:
+            sock.close()
             raise LinkFailed(mcp_fallback.unreachable(settings.socket, exc.strerror or str(exc))) from exc
-        writer.write(_encode_request(MCP_OPEN, SESSION, McpOpenArgs(
-            project=settings.project, cwd=os.getcwd(), socket=str(settings.socket), timeout=settings.timeout,
-            client=f"pirag-mcp {__version__} pid {os.getpid()}")))
+        try:
+            await loop.sock_sendall(sock, _encode_request(MCP_OPEN, SESSION, McpOpenArgs(
+                project=settings.project, cwd=os.getcwd(), socket=str(settings.socket), timeout=settings.timeout,
+                client=f"pirag-mcp {__version__} pid {os.getpid()}")))
+        except OSError:
+            pass   # the daemon refused the connection (busy, forbidden) and closed: its reason is still readable
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
         # Wait for the open's answer before relaying anything: a daemon that refuses the connection (busy,
         # forbidden) says why in one frame and closes, and a write racing that close would lose the reason.
         try:
@@ -179,6 +188,7 @@ class Pump:
         self.pending: dict[str, tuple[Any, str]] = {}  # host requests open on the session: key -> (id, method)
         self.swallow: set[str] = set()                 # answers the host must not see (replays, late initialize)
         self.down_reason = ""                          # the tool error while there is no session
+        self._connecting: asyncio.Future[Link | None] | None = None
         self._replays = itertools.count(1)
 
     async def run(self, stdin: BinaryIO) -> None:
@@ -196,12 +206,15 @@ class Pump:
                     pass
 
         threading.Thread(target=read, name="stdin", daemon=True).start()
-        await self.connect(replay=False)   # the daemon starts loading its MCP server while the host starts up
+        # Connect while the host starts up (the daemon starts loading its MCP server); the first message waits.
+        self._connecting = asyncio.ensure_future(self._open())
         try:
             while (line := await lines.get()) is not None:
                 await self.handle(line)
         finally:
             link, self.link = self.link, None   # the host is gone: nothing is answered any more
+            if link is None and self._connecting is not None:
+                link = await self._connecting
             if link is not None:
                 await link.aclose()
 
@@ -232,11 +245,12 @@ class Pump:
         """The current session, or a new one (the host's initialize replayed into it); None if unreachable."""
         if self.link is not None:
             return self.link
-        try:
-            self.link = await Link.open(self.settings, self._from_daemon, self._ended)
-        except LinkFailed as exc:
-            self.down_reason = str(exc)
-            log.debug("no MCP session: %s", exc)
+        attempt, self._connecting = self._connecting or asyncio.ensure_future(self._open()), None
+        link = await attempt
+        if link is not None and link.closed:   # the start-up attempt's link ended before it was used
+            link = await self._open()
+        self.link = link
+        if link is None:
             return None
         log.info("MCP session opened on the daemon at %s", self.settings.socket)
         if replay and self.initialize is not None:
@@ -247,6 +261,14 @@ class Pump:
                 self.link.send(INITIALIZED)
             log.info("replayed the host's initialize to the new session")
         return self.link
+
+    async def _open(self) -> Link | None:
+        try:
+            return await Link.open(self.settings, self._from_daemon, self._ended)
+        except LinkFailed as exc:
+            self.down_reason = str(exc)
+            log.debug("no MCP session: %s", exc)
+            return None
 
     def _from_daemon(self, message: McpMessage) -> None:
         if message.answers is not None:
