@@ -23,8 +23,18 @@ from .errors import (
 )
 from .paths import default_socket_path, default_state_dir
 from .protocol import Args, OpSpec
-from .transport import AsyncConnection, SyncConnection, spec_for
-from .version import __version__
+
+# The transport (and asyncio with it, ~9 MiB with the ssl it loads) is imported when a client is made, and the
+# version (importlib.metadata, ~5 MiB) when it is asked for, not with the package: pirag-mcp, which needs
+# neither to relay a session, stays small.
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from .version import __version__
+
+        return __version__
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Client(CoreMethods, EmbedMethods, DocumentsMethods, MemoryMethods):
@@ -32,6 +42,8 @@ class Client(CoreMethods, EmbedMethods, DocumentsMethods, MemoryMethods):
 
     def __init__(self, socket_path: str | Path | None = None, *, timeout: float | None = 30.0,
                  connect_timeout: float = 5.0):
+        from .transport import SyncConnection
+
         self._conn = SyncConnection(socket_path, timeout=timeout, connect_timeout=connect_timeout)
 
     @property
@@ -56,6 +68,8 @@ class Client(CoreMethods, EmbedMethods, DocumentsMethods, MemoryMethods):
 
     def call(self, op: str, args: Args) -> Any:
         """Call an op by name with its Args Struct (for generic tools)."""
+        from .transport import spec_for
+
         return self._conn.call(spec_for(op), args)
 
 
@@ -64,6 +78,8 @@ class AsyncClient(CoreMethods, EmbedMethods, DocumentsMethods, MemoryMethods):
 
     def __init__(self, socket_path: str | Path | None = None, *, timeout: float | None = 30.0,
                  connect_timeout: float = 5.0, max_inflight: int = 64):
+        from .transport import AsyncConnection
+
         self._conn = AsyncConnection(socket_path, timeout=timeout, connect_timeout=connect_timeout,
                                      max_inflight=max_inflight)
 
@@ -88,6 +104,8 @@ class AsyncClient(CoreMethods, EmbedMethods, DocumentsMethods, MemoryMethods):
         return self._conn.call(spec, args)
 
     def call(self, op: str, args: Args) -> Any:
+        from .transport import spec_for
+
         return self._conn.call(spec_for(op), args)
 
 

@@ -6,9 +6,12 @@ goodbye (``None``); EOF inside a frame is an error.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 HEADER = struct.Struct(">I")
 HEADER_SIZE = HEADER.size
@@ -34,9 +37,13 @@ async def read_frame(reader: asyncio.StreamReader, max_bytes: int) -> bytes | No
     Raises ``asyncio.IncompleteReadError`` when the peer closes inside a frame and
     ``FrameTooLargeError`` (before reading the body) when the length is over ``max_bytes``.
     """
+    # Imported here, not at the top: asyncio (and the ssl it loads, ~9 MiB) is for asyncio callers only;
+    # pirag-mcp uses the blocking functions and stays small.
+    from asyncio import IncompleteReadError
+
     try:
         header = await reader.readexactly(HEADER_SIZE)
-    except asyncio.IncompleteReadError as exc:
+    except IncompleteReadError as exc:
         if not exc.partial:
             return None
         raise
