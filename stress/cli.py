@@ -11,7 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed-bench": ("embed_bench", "embedding throughput and latency vs naive llama-cpp-python (and torch)"),
     "ingest-bench": ("ingest_bench", "ingestion throughput and search latency over the socket"),
     "memory-bench": ("memory_bench", "remember/recall/log_episode/timeline latency and throughput"),
-    "mcp-bench": ("mcp_bench", "search round trip through pirag-mcp vs the client library"),
+    "mcp-bench": ("mcp_bench", "MCP sessions: start-up, RSS, search via pirag-mcp, leak check, vs the old per-process bridge"),
     "concurrent": ("scenario_concurrent", "scenario: N clients at once on a realistic op mix"),
     "large-files": ("scenario_large_files", "scenario: 1 MB / 10 MB ingests while other clients search"),
     "load": ("scenario_load", "scenario: step the request rate up to the p99 knee"),

@@ -10,7 +10,8 @@ beside the design it replaced (the tools served over stdio by a process of their
    opened side by side), against the baseline process's RSS;
 4. the ``search`` round trip (a query-cache hit) driven by the MCP SDK's stdio client through the pump and through
    the baseline, beside ``AsyncClient.search`` and ``Client.search`` on the same socket and a no-op FastMCP tool over
-   the same stdio transport (what any Python MCP server costs); best of ``--rounds``;
+   the same stdio transport (what any Python MCP server costs); the paths take turns call by call, so that each
+   meets the same load; best of ``--rounds``;
 5. leak check: ``--cycles`` sessions opened and closed one after the other (spawn, initialize, ``status``, exit):
    the daemon's FDs, asyncio tasks, open sessions and RSS before and after.
 
@@ -50,6 +51,14 @@ async def noop(query: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=query)])
 
 server.run()
+"""
+# The interpreter's floor for spawn to initialize: a Python process that answers every request line at once.
+ECHO_SERVER = """
+import json, sys
+for line in sys.stdin:
+    message = json.loads(line)
+    if "id" in message:
+        print(json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": {}}), flush=True)
 """
 PROJECT = "mcp-bench"
 QUERY = "how does the daemon keep the embedding model warm"
@@ -105,8 +114,10 @@ class RawSession:
         self.notify(INITIALIZED)
         return spent
 
-    def rss(self) -> int:
-        return psutil.Process(self.process.pid).memory_info().rss
+    def memory(self) -> tuple[int, int]:
+        """RSS, and USS: the memory only this process holds (what it frees on exit; RSS counts shared pages)."""
+        info = psutil.Process(self.process.pid).memory_full_info()
+        return info.rss, info.uss
 
     def close(self) -> None:
         assert self.process.stdin is not None
@@ -130,6 +141,7 @@ class Daemon:
         mcp = status.components.get("mcp", {})
         return {"rss_bytes": status.rss_bytes, "fds": self.process.num_fds(),
                 "tasks": status.components["server"].get("tasks"), "sessions_open": mcp.get("sessions_open"),
+                "pid": status.pid,
                 "sessions_total": mcp.get("sessions_total"), "sdk_loaded": mcp.get("sdk_loaded"),
                 "sdk_load_s": mcp.get("sdk_load_s"), "connections": status.connections}
 
@@ -160,20 +172,23 @@ def measure_first_session(daemon: Daemon, commands: dict[str, list[str]]) -> dic
 def measure_spawns(commands: dict[str, list[str]], spawns: int, missing_socket: str) -> dict[str, Any]:
     """Spawn to initialize and RSS after a status call, for each kind of server, interleaved."""
     kinds = {"pump": commands["pump"], "pump_no_daemon": [commands["pump"][0], "--socket", missing_socket],
-             "baseline": commands["baseline"]}
-    samples: dict[str, dict[str, list[float]]] = {kind: {"initialize_s": [], "rss": []} for kind in kinds}
+             "baseline": commands["baseline"], "python_floor": [sys.executable, "-c", ECHO_SERVER]}
+    samples: dict[str, dict[str, list[float]]] = {kind: {"initialize_s": [], "rss": [], "uss": []} for kind in kinds}
     for _ in range(spawns):
         for kind, command in kinds.items():
             session = RawSession(command)
             try:
                 samples[kind]["initialize_s"].append(session.open())
                 session.request(STATUS_CALL)
-                samples[kind]["rss"].append(session.rss())
+                rss, uss = session.memory()
+                samples[kind]["rss"].append(rss)
+                samples[kind]["uss"].append(uss)
             finally:
                 session.close()
     return {kind: {"spawns": spawns, "initialize_p50_ms": round(percentile(values["initialize_s"], 50) * 1e3, 1),
                    "initialize_max_ms": round(max(values["initialize_s"]) * 1e3, 1),
-                   "rss_p50_mib": round(percentile(values["rss"], 50) / MIB, 1)}
+                   "rss_p50_mib": round(percentile(values["rss"], 50) / MIB, 1),
+                   "uss_p50_mib": round(percentile(values["uss"], 50) / MIB, 1)}
             for kind, values in samples.items()}
 
 
@@ -262,22 +277,20 @@ async def measure_calls(socket_path: str, commands: dict[str, list[str]], calls:
         await sessions["floor"].call_tool("noop", {"query": QUERY})
         direct = await async_client.search(QUERY, [PROJECT], k=8, max_chars=max_chars)
         assert direct.cached, "expected a cache hit"
+        calls_of = {
+            "pump": lambda: sessions["pump"].call_tool("search", arguments),
+            "baseline": lambda: sessions["baseline"].call_tool("search", arguments),
+            "floor": lambda: sessions["floor"].call_tool("noop", {"query": QUERY}),
+            "async": lambda: async_client.search(QUERY, [PROJECT], k=8, max_chars=max_chars),
+        }
         for _ in range(rounds):
             latencies: dict[str, list[float]] = {name: [] for name in best}
-            for name in ("pump", "baseline"):
-                for _ in range(calls):
+            # One call of each path in turn, so that every path meets the same load on a shared machine.
+            for _ in range(calls):
+                for name, call in calls_of.items():
                     started = clock()
-                    await sessions[name].call_tool("search", arguments)
+                    await call()
                     latencies[name].append(clock() - started)
-            for _ in range(calls):
-                started = clock()
-                await sessions["floor"].call_tool("noop", {"query": QUERY})
-                latencies["floor"].append(clock() - started)
-            for _ in range(calls):
-                started = clock()
-                await async_client.search(QUERY, [PROJECT], k=8, max_chars=max_chars)
-                latencies["async"].append(clock() - started)
-            for _ in range(calls):
                 started = clock()
                 sync_client.search(QUERY, [PROJECT], k=8, max_chars=max_chars)
                 latencies["sync"].append(clock() - started)
@@ -328,6 +341,8 @@ def run(socket_path: str, calls: int, rounds: int, max_chars: int, spawns: int, 
     report["ratios"] = {
         "initialize_p50_baseline_over_pump": round(spawned["baseline"]["initialize_p50_ms"]
                                                    / spawned["pump"]["initialize_p50_ms"], 1),
+        "initialize_p50_pump_over_python_floor": round(spawned["pump"]["initialize_p50_ms"]
+                                                       / spawned["python_floor"]["initialize_p50_ms"], 1),
         "search_p50_pump_over_baseline": round(calls_figures["pump"]["p50_us"] / calls_figures["baseline"]["p50_us"], 2),
         "search_p50_pump_over_async": round(calls_figures["pump"]["p50_us"] / calls_figures["async"]["p50_us"], 2),
         "search_p50_pump_over_sdk_floor": round(calls_figures["pump"]["p50_us"] / calls_figures["floor"]["p50_us"], 2)}
@@ -347,10 +362,12 @@ def print_report(report: dict[str, Any], rounds: int, max_chars: int) -> None:
               f"{first['rss_before_mib']} MiB before it, {first['rss_after_mib']} MiB after; that first initialize "
               f"answered in {first['first_initialize_ms']} ms")
     labels = {"pump": "pirag-mcp (pump), daemon up", "pump_no_daemon": "pirag-mcp (pump), no daemon",
-              "baseline": "baseline: tools in their own process"}
+              "baseline": "baseline: tools in their own process",
+              "python_floor": "floor: python answering each line"}
     print_table("spawn to initialize answered, and the child's RSS after one status call",
-                ["server", "spawns", "p50 ms", "max ms", "RSS p50 MiB"],
-                [[labels[kind], f["spawns"], f["initialize_p50_ms"], f["initialize_max_ms"], f["rss_p50_mib"]]
+                ["server", "spawns", "p50 ms", "max ms", "RSS p50 MiB", "USS p50 MiB"],
+                [[labels[kind], f["spawns"], f["initialize_p50_ms"], f["initialize_max_ms"], f["rss_p50_mib"],
+                  f["uss_p50_mib"]]
                  for kind, f in report["spawns"].items()])
     daemon = report["daemon_per_session"]
     per = report["per_session_rss_mib"]
@@ -369,7 +386,8 @@ def print_report(report: dict[str, Any], rounds: int, max_chars: int) -> None:
                 [[p["cycle"], p["fds"], p["tasks"], p["sessions_open"], p["rss_mib"]] for p in cycles["points"]])
     print(f"leak check: {'flat' if cycles['flat'] else 'NOT FLAT'} (delta {cycles['delta']})")
     ratios = report["ratios"]
-    print(f"ratios: initialize p50 baseline/pump {ratios['initialize_p50_baseline_over_pump']}x; search p50 "
+    print(f"ratios: initialize p50 baseline/pump {ratios['initialize_p50_baseline_over_pump']}x, pump/python floor "
+          f"{ratios['initialize_p50_pump_over_python_floor']}x; search p50 "
           f"pump/baseline {ratios['search_p50_pump_over_baseline']}x, pump/AsyncClient "
           f"{ratios['search_p50_pump_over_async']}x, pump/SDK floor {ratios['search_p50_pump_over_sdk_floor']}x")
 

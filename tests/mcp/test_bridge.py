@@ -1,5 +1,5 @@
-"""``pirag-mcp`` through a real MCP client from the SDK, over stdio, against the real daemon (fake embedder: the
-bridge is plumbing). Every tool is called, with its error paths: daemon down, bad arguments, daemon errors,
+"""``pirag-mcp`` (the pump to the daemon's MCP server) through a real MCP client from the SDK, over stdio, against
+the real daemon (fake embedder: the bridge is plumbing). Every tool is called, with its error paths: daemon down, bad arguments, daemon errors,
 oversized results cut to max_chars; and the bridge outlives a daemon restart."""
 
 from __future__ import annotations

@@ -206,3 +206,19 @@ async def test_relative_ingest_paths_start_in_the_pump_directory(daemon_factory:
     finally:
         os.chdir(cwd)
         subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def test_the_daemon_loads_its_mcp_server_on_the_first_session_only(daemon_factory: Any) -> None:
+    handle = daemon_factory("mcplazy", {"embed": {"model": "fake"}})
+    figures = mcp_figures(handle)
+    assert figures["sdk_loaded"] is False and figures["sessions_total"] == 0
+    raw = RawSession(handle.socket)
+    try:
+        session = raw.request("mcp_open")
+        raw.reply()
+        raw.request("mcp_send", session=session, message=json.dumps(INITIALIZE))
+        assert raw.message(session)["result"]["serverInfo"]["name"] == "pirag"
+    finally:
+        raw.close()
+    figures = mcp_figures(handle)
+    assert figures["sdk_loaded"] is True and figures["sdk_load_s"] > 0 and figures["sessions_total"] == 1
