@@ -222,3 +222,20 @@ def test_the_daemon_loads_its_mcp_server_on_the_first_session_only(daemon_factor
         raw.close()
     figures = mcp_figures(handle)
     assert figures["sdk_loaded"] is True and figures["sdk_load_s"] > 0 and figures["sessions_total"] == 1
+
+
+@pytest.mark.anyio
+async def test_the_first_session_initializes_at_once_while_the_daemon_loads_its_server(daemon_factory: Any) -> None:
+    """The first session makes the daemon load the SDK (seconds on a busy machine): the pump answers initialize
+    from its snapshot after INITIALIZE_GRACE_S, swallows the daemon's late answer, and the session works."""
+    handle = daemon_factory("mcpfirst", {"embed": {"model": "fake"}})
+    assert mcp_figures(handle)["sdk_loaded"] is False
+    started = time.monotonic()
+    async with bridge_session(handle.socket, "--project", "first") as session:
+        initialized_s = time.monotonic() - started
+        _, data = await call_ok(session, "status")
+        assert data["bridge"]["default_project"] == "first"
+        tools = (await session.list_tools()).tools
+        assert "recall" in {tool.name for tool in tools}
+    assert initialized_s < 5, initialized_s
+    assert mcp_figures(handle)["sdk_loaded"] is True
