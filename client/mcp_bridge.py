@@ -13,7 +13,8 @@ It reads just enough of the host's messages (their ``id`` and ``method``) to:
 - answer by itself while there is no session (``mcp_fallback``: initialize and the lists from the snapshot of the
   daemon's server, a tool call with where it looked and how to start the daemon). ``initialize`` is answered
   that way too when the daemon has not answered it within ``INITIALIZE_GRACE_S`` (a daemon still loading its
-  MCP server for the first session), so a host never gives up during the handshake.
+  MCP server for the first session), so a host never gives up during the handshake; any other request the
+  daemon leaves unanswered for ``--timeout`` plus a margin gets a "did not answer in time" error.
 
 Nothing but the protocol goes to stdout: the protocol gets a private copy of file descriptor 1, and fd 1 itself
 (``print``, stray C output) is pointed at stderr, where the logs go too.
@@ -31,6 +32,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,7 @@ log = logging.getLogger("pirag.mcp")
 
 INITIALIZE_GRACE_S = 1.0        # the daemon's answer to initialize is waited for this long, then the snapshot's
 OPEN_TIMEOUT_S = 2.0            # a daemon that accepts but does not open a session within this is stuck
+STUCK_MARGIN_S = 10.0           # a request unanswered for --timeout plus this (at most): the daemon is stuck
 MAX_FRAME = 256 << 20           # the client library's cap on a reply (a guard against a broken peer only)
 SESSION = 1                     # the id of the mcp_open request, which names the session on its connection
 INITIALIZED = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
@@ -211,10 +214,13 @@ class Pump:
         self.initialized = False                       # the host sent notifications/initialized
         self.pending: dict[str, tuple[Any, str]] = {}  # host requests open on the session: key -> (id, method)
         self.swallow: set[str] = set()                 # answers the host must not see (replays, late initialize)
+        self.deadlines: dict[str, float] = {}          # pending key -> when the pump answers it itself
+        self._wake = threading.Condition(self.lock)
         self.down_reason = ""                          # the tool error while there is no session
         self._replays = itertools.count(1)
 
     def run(self, stdin: Iterable[bytes]) -> None:
+        threading.Thread(target=self._watch_deadlines, name="pirag-mcp-deadlines", daemon=True).start()
         self.connect(replay=False)   # before the host's first line: the daemon starts loading its MCP server
         try:
             for line in stdin:
@@ -245,11 +251,11 @@ class Pump:
                 self.answer_locally(message, self.down_reason)
                 return
             if isinstance(message, dict) and "id" in message and isinstance(method, str):
-                self.pending[_key(message["id"])] = (message["id"], method)
-                if method == "initialize":
-                    timer = threading.Timer(INITIALIZE_GRACE_S, self._initialize_late, (message["id"],))
-                    timer.daemon = True
-                    timer.start()
+                key = _key(message["id"])
+                self.pending[key] = (message["id"], method)
+                wait = INITIALIZE_GRACE_S if method == "initialize" else self.stuck_after_s
+                self.deadlines[key] = time.monotonic() + wait
+                self._wake.notify()
         link.send(text)
 
     def connect(self, replay: bool) -> Link | None:
@@ -288,6 +294,7 @@ class Pump:
                     self.swallow.discard(key)
                     return
                 self.pending.pop(key, None)
+                self.deadlines.pop(key, None)
             self.write(message.message)
 
     def _ended(self, link: Link, reason: str) -> None:
@@ -301,19 +308,40 @@ class Pump:
             self.down_reason = failure
             pending, self.pending = self.pending, {}
             self.swallow.clear()
+            self.deadlines.clear()
             for request_id, method in pending.values():
                 self.answer_locally({"jsonrpc": "2.0", "id": request_id, "method": method}, failure)
 
-    def _initialize_late(self, request_id: Any) -> None:
-        key = _key(request_id)
-        with self.lock:
-            if self.pending.get(key, (None, ""))[1] != "initialize" or self.initialize is None:
-                return
-            del self.pending[key]
-            self.swallow.add(key)
+    @property
+    def stuck_after_s(self) -> float:
+        # The daemon answers a tool call that outlived --timeout itself; this is for a daemon that cannot.
+        return self.settings.timeout + min(STUCK_MARGIN_S, self.settings.timeout)
+
+    def _watch_deadlines(self) -> None:
+        """Answers requests the daemon leaves unanswered: initialize after INITIALIZE_GRACE_S (from the snapshot:
+        a daemon still loading its MCP server), anything else after --timeout plus a margin (a stuck daemon)."""
+        with self._wake:
+            while True:
+                now = time.monotonic()
+                for key in [key for key, when in self.deadlines.items() if when <= now]:
+                    self._answer_late(key)
+                nearest = min(self.deadlines.values(), default=None)
+                self._wake.wait(None if nearest is None else max(nearest - now, 0.01))
+
+    def _answer_late(self, key: str) -> None:
+        del self.deadlines[key]
+        request_id, method = self.pending.pop(key)
+        self.swallow.add(key)   # the daemon's answer, if it ever comes, is not the host's any more
+        if method == "initialize" and self.initialize is not None:
             log.info("the daemon did not answer initialize within %.1f s: answered from the snapshot",
                      INITIALIZE_GRACE_S)
             self.answer_locally(dict(self.initialize, id=request_id), "")
+            return
+        waited = self.stuck_after_s
+        log.warning("the daemon did not answer %s within %.0f s", method, waited)
+        self.answer_locally({"jsonrpc": "2.0", "id": request_id, "method": method},
+                            f"the pirag daemon did not answer in time: no reply within {waited:g} s "
+                            f"(pirag-mcp --timeout {self.settings.timeout:g}); it may be stuck")
 
     def answer_locally(self, message: Any, tool_error: str) -> None:
         if not isinstance(message, dict):

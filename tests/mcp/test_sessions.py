@@ -126,9 +126,9 @@ def test_sessions_end_with_their_connections(daemon: Any) -> None:
     assert wait_for(lambda: mcp_figures(daemon)["tasks"] <= before["tasks"]), (before, after)
 
 
-@pytest.fixture
-def silent_socket() -> Iterator[Path]:
-    """A socket that accepts connections and never answers: a daemon whose loop is stuck."""
+def serve_silently(answer_open: bool) -> Iterator[Path]:
+    """A socket that accepts connections and never answers (a daemon whose loop is stuck), or that opens the MCP
+    session and then answers nothing (a daemon stuck in its MCP server)."""
     root = Path(tempfile.mkdtemp(prefix="pms-", dir="/tmp"))
     path = root / "s.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -141,9 +141,15 @@ def silent_socket() -> Iterator[Path]:
         server.settimeout(0.1)
         while not stop.is_set():
             try:
-                held.append(server.accept()[0])
+                connection = server.accept()[0]
             except TimeoutError:
                 continue
+            held.append(connection)
+            if answer_open:
+                connection.settimeout(10)
+                request = msgspec.msgpack.decode(recv_frame(connection, 1 << 20))
+                connection.sendall(frame(msgspec.msgpack.encode(
+                    {"id": request["id"], "result": {"session": request["id"], "server_version": "mute"}})))
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
@@ -155,6 +161,36 @@ def silent_socket() -> Iterator[Path]:
     server.close()
     path.unlink()
     root.rmdir()
+
+
+@pytest.fixture
+def silent_socket() -> Iterator[Path]:
+    yield from serve_silently(answer_open=False)
+
+
+@pytest.fixture
+def mute_daemon() -> Iterator[Path]:
+    yield from serve_silently(answer_open=True)
+
+
+def test_a_stuck_daemon_gets_initialize_and_tool_calls_answered(mute_daemon: Path) -> None:
+    process = subprocess.Popen([PIRAG_MCP, "--socket", str(mute_daemon), "--timeout", "0.5"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=bridge_env())
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        for line in (INITIALIZE, {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                     {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "status", "arguments": {}}}):
+            process.stdin.write(json.dumps(line).encode() + b"\n")
+        process.stdin.flush()
+        started = time.monotonic()
+        answers = {message["id"]: message for message in (json.loads(process.stdout.readline()) for _ in range(2))}
+        assert answers[1]["result"]["serverInfo"]["name"] == "pirag"          # from the snapshot, after 1 s
+        assert answers[2]["result"]["isError"] is True
+        assert "did not answer in time" in answers[2]["result"]["content"][0]["text"]
+        assert time.monotonic() - started < 10
+    finally:
+        process.stdin.close()
+        process.wait(timeout=10)
 
 
 def test_initialize_is_answered_even_when_the_daemon_does_not_answer(silent_socket: Path) -> None:
