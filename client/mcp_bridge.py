@@ -203,7 +203,7 @@ class Pump:
     """Host lines to the daemon's session and back; answers by itself while there is no session.
 
     The host's lines are handled on the calling thread (``run``); the session's messages arrive on the link's
-    thread, and the initialize grace on a timer's: one lock keeps the state and stdout consistent between them."""
+    thread, and late answers on the deadline thread: one lock keeps the state and stdout consistent between them."""
 
     def __init__(self, settings: PumpSettings, out: BinaryIO):
         self.settings = settings
