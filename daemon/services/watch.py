@@ -29,7 +29,7 @@ from typing import Any
 
 from pirag.client.errors import Conflict, Forbidden, InvalidArgument, NotFound
 from pirag.client.protocol.watch import (
-    INOTIFY_LIMIT, SYNC_FAILED, WatchAddArgs, WatchAddResult, WatchInfo, WatchListArgs, WatchListResult,
+    INOTIFY_LIMIT, OUTSIDE_ROOTS, PATH_MISSING, PATH_UNREADABLE, SYNC_FAILED, WatchAddArgs, WatchAddResult, WatchInfo, WatchListArgs, WatchListResult,
     WatchRemoveArgs, WatchRemoveResult,
 )
 
@@ -63,6 +63,7 @@ class Watch:
     pending: dict[str, tuple[float, int]] = field(default_factory=dict)   # path -> (first seen, seq)
     last_change: float = 0.0
     rescan: bool = True               # the next sync rescans the whole tree (start-up, polling, verify, retry)
+    fresh: bool = False               # the notifier was just started: the next rescan checks the kernel's coverage
     notifier: TreeWatcher | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     first_sync: asyncio.Future[None] | None = None
@@ -271,6 +272,7 @@ class WatchService:
                     watch.state = "missing"     # the directory itself: retried every watch.retry_interval_s
                 return
         watch.notifier = notifier
+        watch.fresh = watch.rescan = True
         if watch.state == "missing":
             watch.state = "starting"
 
@@ -323,8 +325,8 @@ class WatchService:
     async def _sync_once(self, watch: Watch) -> None:
         settings = self.config.watch
         taken = dict(watch.pending)
-        rescan = watch.rescan
-        watch.rescan = False
+        rescan, fresh = watch.rescan, watch.fresh
+        watch.rescan = watch.fresh = False
         roots = resolve_roots(self.config.ingest.allowed_roots)
         known = await self.db.read(lambda conn: rows.source_stats(conn, watch.project, watch.path))
         try:
@@ -338,7 +340,7 @@ class WatchService:
             if watch.mode == "polling" and not settings.force_polling:
                 watch.mode = "inotify"
             return
-        if watch.state == "missing":
+        if watch.error_code in (PATH_MISSING, PATH_UNREADABLE, OUTSIDE_ROOTS):
             log.info("watch %s: the directory is back", watch.path)
             watch.error_code = watch.error = ""
         watch.state = "syncing"
@@ -371,14 +373,25 @@ class WatchService:
         if run.errors:
             watch.error = f"{len(run.errors)} files failed in the last sync, e.g. {run.errors[0][0]}: {run.errors[0][1]}"
         if watch.notifier is not None and plan.dirs_seen:
-            unwatched = await asyncio.to_thread(watch.notifier.unwatched, plan.dirs_seen)
-            if unwatched:
-                self._notifier_failed(watch, NotifyUnavailable(
-                    INOTIFY_LIMIT, f"{unwatched} directories got no inotify watch (fs.inotify.max_user_watches = "
-                                   f"{read_limit('max_user_watches')} reached): rescanning periodically instead"))
+            await self._check_coverage(watch, plan.dirs_seen, fresh)
         if plan.files or plan.removed:
             log.info("watch %s: synced %d files, removed %d (%s, %d unchanged)", watch.path, len(plan.files),
                      len(plan.removed), "rescan" if rescan else f"{len(taken)} changes", plan.unchanged)
+
+    async def _check_coverage(self, watch: Watch, directories: set[tuple[int, int]], fresh: bool) -> None:
+        """Every directory just walked must have its inotify watch (``watch_notify``: the silent limit)."""
+        assert watch.notifier is not None
+        unwatched = await asyncio.to_thread(watch.notifier.unwatched, directories)
+        if not unwatched:
+            return
+        if fresh:  # a notifier that has just walked the whole tree is short: the kernel refused
+            self._notifier_failed(watch, NotifyUnavailable(
+                INOTIFY_LIMIT, f"{unwatched} directories got no inotify watch (fs.inotify.max_user_watches = "
+                               f"{read_limit('max_user_watches')} reached): rescanning periodically instead"))
+            return
+        log.info("watch %s: %d directories lost their inotify watch (moved or renamed): starting a fresh one",
+                 watch.path, unwatched)
+        await self._stop_notifier(watch)      # _life starts a new one, then a rescan checks it again
 
     @staticmethod
     def _first_sync_done(watch: Watch) -> None:

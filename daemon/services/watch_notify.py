@@ -7,8 +7,10 @@ changed paths are handed to the event loop with ``call_soon_threadsafe``; the wa
 The kernel's limits are the trap. ``fs.inotify.max_user_instances`` (one per watch here) or
 ``fs.inotify.max_user_watches`` (one per directory) reached while starting raises at once; but a directory
 created later, past the watch limit, is silently left unwatched by ``notify``. ``unwatched()`` therefore counts,
-from ``/proc/self/fdinfo``, the directories a walk visited that the kernel does not watch: the watch service then
-falls back to periodic rescans and says so in ``status`` (``inotify_limit``).
+from ``/proc/self/fdinfo``, the directories a walk visited that the kernel does not watch. ``notify`` also loses
+the watches of a directory renamed inside the tree now and then (seen in the tests): the watch service first
+starts a fresh notifier (it walks the whole tree), and only when that one is short too does it fall back to
+periodic rescans and say so in ``status`` (``inotify_limit``).
 """
 
 from __future__ import annotations
