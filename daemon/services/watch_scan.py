@@ -11,7 +11,8 @@ merged and out of order (an editor's write-to-temp-then-rename, a ``git checkout
   and the sources under it that are no longer found there are removed, as a full ``ingest`` of it would.
 
 A rescan (start-up, polling fallback, periodic check) does not read a file whose size and modification time match
-a complete source: a 10,000-file tree costs only its ``stat`` calls. Pure functions, run on a worker thread.
+a complete source (a 10,000-file tree costs only its ``stat`` calls), unless an event named it: a rewrite may keep
+both. Pure functions, run on a worker thread.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def plan_sync(root: str, changed: Iterable[str], rescan: bool, known: Known, all
     """The plan for one sync of the watch on ``root``: ``changed`` paths, or everything when ``rescan``."""
     check_root(root, allowed_roots)
     root = os.path.abspath(root)
+    changed = [os.path.abspath(path) for path in changed]
+    forced = set(changed)   # named by an event: read whatever size and time say (a rewrite may keep both)
     if rescan:
         subtrees, files = [root], []
     else:
@@ -86,13 +89,13 @@ def plan_sync(root: str, changed: Iterable[str], rescan: bool, known: Known, all
         found = {item.path for item in result.files}
         for item in result.files:
             stored = known.get(item.path)
-            if stored is not None and stored[2] and stored[1] == item.size and stored[0] == item.mtime:
+            if (stored is not None and stored[2] and stored[1] == item.size and stored[0] == item.mtime
+                    and item.path not in forced):
                 plan.unchanged += 1
             else:
                 plan.files.append(item)
         plan.removed.extend(source for source in _under(names, subtree) if source not in found)
     if files:
-        # A file named by an event is read whatever its size and time say: a rewrite may keep both.
         result, _, absent = walk_under(root, files, allowed_roots, max_file_bytes)
         plan.files.extend(result.files)
         plan.skipped.extend(result.skipped)
