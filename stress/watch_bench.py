@@ -99,7 +99,7 @@ def sentence(index: int) -> str:
 
 def bench_edits(client: Client, tree: Path, edits: int, deletes: int) -> None:
     base = tree / "notes"
-    files = [base / f"topic{index % 5}" / f"note{index}.md" for index in range(20)]
+    files = [base / f"topic{index % 5}" / f"note{index}.md" for index in range(30)]
     for index, path in enumerate(files):
         write(path, f"# Note {index}\n{sentence(index)}\n")
     client.watch_add("wb-notes", [str(base)], wait=True)

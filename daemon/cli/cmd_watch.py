@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+from pirag.client.errors import RequestTimeout
+
 from .common import EXIT_USAGE, client_from, emit
 
 
@@ -41,7 +43,12 @@ def _watch(args: argparse.Namespace) -> int | None:
     paths = [os.path.abspath(os.path.expanduser(path)) for path in args.paths]
     with client_from(args) as client:
         if args.action == "add":
-            result = client.watch_add(args.project, paths, wait=not args.no_wait)
+            try:
+                result = client.watch_add(args.project, paths, wait=not args.no_wait)
+            except RequestTimeout:  # the watches exist (written before the wait): only the first scan goes on
+                print(f"pirag watch add: the first scan is still running after {args.timeout:.0f} s; "
+                      "`pirag watch list` follows it", file=sys.stderr)
+                return None
             emit(args, result, lambda r: f"{r.added} new watches\n" + _table(r.watches))
         elif args.action == "list":
             result = client.watch_list(args.project)
