@@ -135,10 +135,14 @@ def test_symlink_loop_inside_a_watched_tree_is_skipped(wclient, tree_root: Path)
     write(base / "a.md", "a\n")
     (base / "sub").mkdir()
     (base / "sub" / "back").symlink_to(base)                          # a loop back to the top
+    write(tree_root / "elsewhere" / "e.md", "reached through a symlink\n")
+    (base / "linked").symlink_to(tree_root / "elsewhere")             # followed, named under the link
     wclient.watch_add("looped", [str(base)], wait=True)
-    assert sources(wclient, "looped") == {str(base / "a.md")}
+    assert sources(wclient, "looped") == {str(base / "a.md"), str(base / "linked" / "e.md")}
     write(base / "sub" / "b.md", "b\n")
-    wait_sources(wclient, "looped", {str(base / "a.md"), str(base / "sub" / "b.md")})
+    write(tree_root / "elsewhere" / "f.md", "a change behind the link\n")
+    wait_sources(wclient, "looped", {str(base / "a.md"), str(base / "sub" / "b.md"), str(base / "linked" / "e.md"),
+                                     str(base / "linked" / "f.md")})
     info = wait_idle(wclient, base)
     assert (info.state, info.mode, info.error_code) == ("watching", "inotify", ""), info
 
