@@ -49,20 +49,25 @@ def _watch(args: argparse.Namespace) -> int | None:
                 print(f"pirag watch add: the first scan is still running after {args.timeout:.0f} s; "
                       "`pirag watch list` follows it", file=sys.stderr)
                 return None
-            emit(args, result, lambda r: f"{r.added} new watches\n" + _table(r.watches))
+            emit(args, result, lambda r: f"{r.added} new watches\n" + watch_table(r.watches))
         elif args.action == "list":
             result = client.watch_list(args.project)
-            emit(args, result, lambda r: _table(r.watches) if r.watches else "no watches")
+            emit(args, result, lambda r: watch_table(r.watches) if r.watches else "no watches")
         else:
             result = client.watch_remove(paths, project=args.project)
             emit(args, result, lambda r: f"removed {r.removed} watches (the projects keep their contents)")
     return None
 
 
-def _table(watches: list[Any]) -> str:
+def watch_table(watches: list[Any]) -> str:
+    """One line per watch (``WatchInfo``, or its dict as ``status`` carries it), and one per error."""
+    import msgspec
+
+    from pirag.client.protocol.watch import WatchInfo
+
     lines = []
     now = time.time()
-    for watch in watches:
+    for watch in (msgspec.convert(item, WatchInfo) if isinstance(item, dict) else item for item in watches):
         synced = f"{now - watch.last_sync_at:.0f} s ago" if watch.last_sync_at else "never"
         line = (f"{watch.path} -> {watch.project}: {watch.state} ({watch.mode}), {watch.files} files, "
                 f"last sync {synced}, {watch.pending} pending, lag {watch.lag_s:.1f} s")

@@ -32,3 +32,15 @@ def test_the_watch_command(watch_daemon, tree_root: Path) -> None:
     removed = pirag(watch_daemon, "watch", "remove", "--project", "cli")
     assert removed.returncode == 0 and "removed 1" in removed.stdout
     assert "no watches" in pirag(watch_daemon, "watch", "list", "--project", "cli").stdout
+
+
+def test_status_shows_each_watch(watch_daemon, tree_root: Path) -> None:
+    base = tree_root / "cli-status"
+    write(base / "a.md", "alpha\n")
+    assert pirag(watch_daemon, "watch", "add", str(base), "-p", "cli-status").returncode == 0
+    shown = pirag(watch_daemon, "status")
+    assert shown.returncode == 0
+    line = next(line for line in shown.stdout.splitlines() if str(base) in line)
+    for part in ("cli-status", "watching (inotify)", "1 files", "last sync", "0 pending", "lag"):
+        assert part in line, (part, line)
+    assert pirag(watch_daemon, "watch", "remove", str(base)).returncode == 0
