@@ -185,3 +185,23 @@ def test_dropping_a_project_removes_its_watches(wclient, tree_root: Path) -> Non
 
     time.sleep(1.0)
     assert "dropped" not in {p.name for p in wclient.list_projects().projects}
+
+
+def test_the_async_client(watch_daemon, tree_root: Path) -> None:
+    import asyncio
+
+    from pirag.client import AsyncClient
+
+    base = tree_root / "async"
+    write(base / "a.md", "alpha\n")
+
+    async def run() -> None:
+        async with AsyncClient(watch_daemon.socket) as client:
+            added = await client.watch_add("async", str(base), wait=True)
+            assert added.added == 1 and added.watches[0].files == 1
+            listed = await client.watch_list("async")
+            assert [w.path for w in listed.watches] == [str(base)]
+            assert (await client.watch_remove(str(base))).removed == 1
+            assert (await client.watch_list("async")).watches == []
+
+    asyncio.run(run())
