@@ -298,6 +298,11 @@ class WatchService:
         """On the loop: paths the notifier saw change; journaled at once, synced when the burst is over."""
         if watch.id not in self.watches:
             return
+        # The daemon's own files (its database, its socket) change with every sync: never a reason for another.
+        own = tuple(str(path).rstrip("/") + "/" for path in (self.config.state_path, self.config.socket_path.parent))
+        paths = {path for path in paths if not (path + "/").startswith(own)}
+        if not paths:
+            return
         now = time.time()
         journal = []
         for path in paths:

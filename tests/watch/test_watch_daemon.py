@@ -205,3 +205,22 @@ def test_the_async_client(watch_daemon, tree_root: Path) -> None:
             assert (await client.watch_list("async")).watches == []
 
     asyncio.run(run())
+
+
+def test_the_daemons_own_files_do_not_feed_the_watch(daemon_factory, short_tmp: Path) -> None:
+    """A watched folder holding the daemon's state directory: its database changes with every sync, which
+    must not start another one (an endless loop burning a core)."""
+    import time
+
+    from .conftest import watch_config
+
+    root = short_tmp / "selfwatch"
+    write(root / "note.md", "a note beside the daemon's files\n")
+    handle = daemon_factory("selfwatch", {**watch_config(root), "state_dir": str(root / "state")})
+    with handle.client() as client:
+        client.watch_add("self", [str(root)], wait=True)
+        syncs = the_watch(client, root).syncs
+        write(root / "other.md", "one change\n")
+        wait_sources(client, "self", {str(root / "note.md"), str(root / "other.md")})
+        time.sleep(2.0)
+        assert the_watch(client, root).syncs - syncs <= 2, "the daemon's own writes keep the watch syncing"
