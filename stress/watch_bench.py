@@ -1,7 +1,7 @@
 """Watched folders, measured through the socket (client library only; never daemon code).
 
     python -m pirag.stress.watch_bench [--edits 100] [--deletes 20] [--burst 500] [--idle-files 10000]
-                                       [--idle-s 60] [--workdir /tmp/pwb]
+                                       [--idle-s 60] [--workdir /tmp/pwb] [--force-polling]
 
 Starts its own daemon (``pirag serve``, the real embedded default model, default ``[watch]`` settings) allowed to
 read ``--workdir``, and prints:
@@ -19,6 +19,9 @@ read ``--workdir``, and prints:
    ``--idle-files`` tree watched, both in this run (target < 1% of one core).
 6. **restart**: changes made, the daemon SIGKILLed before they are synced, more changes while it is down; after
    a restart every change is found.
+
+A count of 0 skips its section; ``--force-polling`` measures the fallback without inotify (rescans every
+``watch.rescan_interval_s``), e.g. ``--edits 0 --burst 0 --force-polling`` for its idle cost alone.
 """
 
 from __future__ import annotations
@@ -239,20 +242,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-files", type=int, default=10_000)
     parser.add_argument("--idle-s", type=float, default=60.0)
     parser.add_argument("--workdir", default="/tmp/pwb")
+    parser.add_argument("--force-polling", action="store_true",
+                        help="the daemon rescans instead of using inotify (watch.force_polling): its idle cost")
     args = parser.parse_args(argv)
     work = Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
     tree = work / "trees"
     tree.mkdir(parents=True)
-    daemon = WatchDaemon("watch-bench", work / "daemon", "", {"ingest": {"allowed_roots": [str(tree)]}})
+    overrides: dict[str, dict[str, Any]] = {"ingest": {"allowed_roots": [str(tree)]}}
+    if args.force_polling:
+        overrides["watch"] = {"force_polling": True}
+    daemon = WatchDaemon("watch-bench", work / "daemon", "", overrides)
     try:
         daemon.wait_ready()
         print(f"pirag watch bench: daemon pid {daemon.process.pid}, real default model   [{load()}]")
         with Client(daemon.socket, timeout=600) as client:
-            bench_edits(client, tree, args.edits, args.deletes)
-            bench_burst(client, tree, args.burst)
-            bench_idle(client, daemon, tree, args.idle_files, args.idle_s)
-        bench_restart(lambda: Client(daemon.socket, timeout=600), daemon, tree)
+            if args.edits:
+                bench_edits(client, tree, args.edits, args.deletes)
+            if args.burst:
+                bench_burst(client, tree, args.burst)
+            if args.idle_files:
+                bench_idle(client, daemon, tree, args.idle_files, args.idle_s)
+        if not args.force_polling:
+            bench_restart(lambda: Client(daemon.socket, timeout=600), daemon, tree)
     finally:
         daemon.stop()
     shutil.rmtree(work, ignore_errors=True)
