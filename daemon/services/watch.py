@@ -377,6 +377,8 @@ class WatchService:
         watch.state = "watching"
         if run.errors:
             watch.error = f"{len(run.errors)} files failed in the last sync, e.g. {run.errors[0][0]}: {run.errors[0][1]}"
+        elif not watch.error_code:
+            watch.error = ""
         if watch.notifier is not None and plan.dirs_seen:
             await self._check_coverage(watch, plan.dirs_seen, fresh)
         if plan.files or plan.removed:
