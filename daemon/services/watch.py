@@ -116,6 +116,7 @@ class WatchService:
         return {"watches": infos, "count": len(infos),
                 "polling": sum(1 for watch in self.watches.values() if watch.mode == "polling"),
                 "pending": sum(len(watch.pending) for watch in self.watches.values()),
+                "max_lag_s": max((info["lag_s"] for info in infos), default=0.0),
                 "inotify_max_user_watches": read_limit("max_user_watches"),
                 "inotify_max_user_instances": read_limit("max_user_instances")}
 
