@@ -299,8 +299,8 @@ class WatchService:
         """On the loop: paths the notifier saw change; journaled at once, synced when the burst is over."""
         if watch.id not in self.watches:
             return
-        # The daemon's own files (its database, its socket) change with every sync: never a reason for another.
-        own = tuple(str(path).rstrip("/") + "/" for path in (self.config.state_path, self.config.socket_path.parent))
+        # The daemon's own files (its database, its vector index) change with every sync: never a reason for another.
+        own = str(self.config.state_path).rstrip("/") + "/"
         paths = {path for path in paths if not (path + "/").startswith(own)}
         if not paths:
             return
