@@ -299,11 +299,11 @@ class WatchService:
         """On the loop: paths the notifier saw change; journaled at once, synced when the burst is over."""
         if watch.id not in self.watches:
             return
-        # The daemon's own files (its database, its vector index) change with every sync: never a reason for another.
-        own = str(self.config.state_path).rstrip("/") + "/"
-        paths = {path for path in paths if not (path + "/").startswith(own)}
-        if not paths:
-            return
+        own = self._own_files(watch)
+        if own:
+            paths = {path for path in paths if not (path + "/").startswith(own)}
+            if not paths:
+                return
         now = time.time()
         journal = []
         for path in paths:
@@ -316,6 +316,15 @@ class WatchService:
         self._writes.add(task)
         task.add_done_callback(self._written)
         watch.wake.set()
+
+    def _own_files(self, watch: Watch) -> str:
+        """The daemon's state directory as named inside this watch ("" when it is not inside): its database and
+        vector index change with every sync, which must never be a reason for another one."""
+        real_root = os.path.realpath(watch.path)
+        real_state = os.path.realpath(self.config.state_path)
+        if real_state != real_root and not real_state.startswith(real_root.rstrip("/") + "/"):
+            return ""
+        return os.path.normpath(os.path.join(watch.path, os.path.relpath(real_state, real_root))).rstrip("/") + "/"
 
     def _written(self, task: asyncio.Task[Any]) -> None:
         self._writes.discard(task)
