@@ -11,18 +11,16 @@ limit and the other processes on it are untouched). Fake embedder: plumbing.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from xprocess import ProcessStarter
 
-from tests.conftest import PIRAG, DaemonHandle, merge, to_toml, wait_until
+from tests.conftest import wait_until
 
-from .conftest import watch_config
+from .conftest import start_wrapped, watch_config
 from .helpers import the_watch, wait_sources, write
 
 LIMIT = 6
@@ -41,23 +39,9 @@ def limited(xprocess: Any, short_tmp: Path) -> Any:
     root = short_tmp / "limited"
     tree = root / "tree"
     tree.mkdir(parents=True)
-    config = merge({"state_dir": str(root / "state"), "server": {"socket": str(root / "s.sock")},
-                    "log": {"metrics_interval_s": 0.0}}, watch_config(tree))
-    (root / "pirag.toml").write_text(to_toml(config))
-    name = f"pirag-{short_tmp.name}-limited"
-
-    class Starter(ProcessStarter):
-        # unshare and sh exec in place: the pid xprocess keeps is the daemon's
-        args = ["unshare", "-U", "-r", "sh", "-c",
-                f"echo {LIMIT} > /proc/sys/user/max_inotify_watches && exec {PIRAG} serve --config {root / 'pirag.toml'}"]
-        pattern = r"ready in|start-up failed"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        terminate_on_interrupt = True
-        timeout = 120
-
-    _, log_file = xprocess.ensure(name, Starter, restart=True)
-    handle = DaemonHandle(name=name, root=root, socket=root / "s.sock", state_dir=root / "state",
-                          config_path=root / "pirag.toml", log_path=Path(log_file), xprocess=xprocess, config=config)
+    handle = start_wrapped(xprocess, f"pirag-{short_tmp.name}-limited", root, tree,
+                           f"exec unshare -U -r sh -c 'echo {LIMIT} > /proc/sys/user/max_inotify_watches && "
+                           "exec {pirag}'")
     yield handle, tree
     handle.stop()
     handle.assert_clean_log()
