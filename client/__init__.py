@@ -17,6 +17,7 @@ from .api_core import CoreMethods
 from .api_documents import DocumentsMethods
 from .api_embed import EmbedMethods
 from .api_memory import MemoryMethods
+from .api_watch import WatchMethods
 from .errors import (
     Busy, Conflict, ConnectionFailed, Forbidden, FrameTooLarge, InternalError, InvalidArgument, MalformedFrame,
     NotFound, PiragError, ProtocolError, RequestTimeout, Timeout, Unavailable, UnknownOp,
@@ -37,7 +38,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class Client(CoreMethods, EmbedMethods, DocumentsMethods, MemoryMethods):
+class Client(CoreMethods, EmbedMethods, DocumentsMethods, MemoryMethods, WatchMethods):
     """Blocking client. Thread-safe (calls are serialized); reconnects for idempotent calls."""
 
     def __init__(self, socket_path: str | Path | None = None, *, timeout: float | None = 30.0,
@@ -73,7 +74,7 @@ class Client(CoreMethods, EmbedMethods, DocumentsMethods, MemoryMethods):
         return self._conn.call(spec_for(op), args)
 
 
-class AsyncClient(CoreMethods, EmbedMethods, DocumentsMethods, MemoryMethods):
+class AsyncClient(CoreMethods, EmbedMethods, DocumentsMethods, MemoryMethods, WatchMethods):
     """asyncio client: many requests may be in flight on its one connection. Methods return awaitables."""
 
     def __init__(self, socket_path: str | Path | None = None, *, timeout: float | None = 30.0,

@@ -17,6 +17,7 @@ def build_components(config: Config, progress: Callable[[str], None]) -> list[Co
     from .embed import build_embedder
     from .services.documents import DocumentService
     from .services.memory import MemoryService
+    from .services.watch import WatchService
     from .store.sqlite_pool import Database
     from .store.vectors import VectorIndex
 
@@ -25,4 +26,5 @@ def build_components(config: Config, progress: Callable[[str], None]) -> list[Co
     vectors = VectorIndex(config)
     memory = MemoryService(config, db, embed, vectors)
     documents = DocumentService(config, db, vectors, embed)
-    return [db, embed, vectors, memory, documents]
+    watch = WatchService(config, db, documents)
+    return [db, embed, vectors, memory, documents, watch]

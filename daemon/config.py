@@ -116,6 +116,16 @@ class DebugConfig(_Section):
     stall_on_sigusr2_s: NonNegFloat = 0.0
 
 
+class WatchConfig(_Section):
+    quiet_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 300  # a burst of changes ends after this quiet time
+    max_delay_s: PositiveFloat = 5.0         # a sync starts at the latest this long after the first pending change
+    rescan_interval_s: PositiveFloat = 30.0  # polling fallback (no inotify): the tree is rescanned this often
+    verify_interval_s: NonNegFloat = 3600.0  # with inotify too, a cheap stat rescan this often; 0: never
+    retry_interval_s: PositiveFloat = 10.0   # a missing or unreadable watched directory is tried again this often
+    max_watches: PositiveInt = 32            # each inotify watch costs one of the user's inotify instances (128)
+    force_polling: bool = False              # rescans instead of inotify (NFS/SMB mounts deliver no inotify events)
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     state_dir: str = ""                      # empty: STATE_DIRECTORY / XDG_STATE_HOME default
     server: ServerConfig = ServerConfig()
@@ -126,6 +136,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     search: SearchConfig = SearchConfig()
     memory: MemoryConfig = MemoryConfig()
     debug: DebugConfig = DebugConfig()
+    watch: WatchConfig = WatchConfig()
 
     @property
     def state_path(self) -> Path:

@@ -10,6 +10,7 @@ from typing import Union
 
 from . import core, embed, documents, memory  # noqa: F401  (each import declares its ops)
 from . import mcp  # noqa: F401
+from . import watch  # noqa: F401
 from .base import (
     MAX_ITEMS, MAX_NAME, MAX_QUERY, MAX_TEXT, OPS, PROTOCOL_VERSION, Args, Envelope, ErrorBody, OpSpec,
     RawReply, Reply, Request, Result, define_op,

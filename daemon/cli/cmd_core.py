@@ -79,6 +79,11 @@ def _human_status(status: Any) -> str:
         shown = ", ".join(f"{key} {value}" for key, value in figures.items()
                           if not isinstance(value, (dict, list)) and key != "status_line")
         lines.append(f"{name:<11} {shown}")
+    watches = status.components.get("watch", {}).get("watches")
+    if watches:
+        from .cmd_watch import watch_table
+
+        lines.extend("  " + line for line in watch_table(watches).splitlines())
     return "\n".join(lines)
 
 

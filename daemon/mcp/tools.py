@@ -28,6 +28,7 @@ from pirag.client.api_core import CoreMethods
 from pirag.client.api_documents import DocumentsMethods
 from pirag.client.api_embed import EmbedMethods
 from pirag.client.api_memory import MemoryMethods
+from pirag.client.api_watch import WatchMethods
 from pirag.client.errors import ConnectionFailed, PiragError, RequestTimeout
 from pirag.client.mcp_fallback import lost, unreachable
 from pirag.client.protocol import Args, OpSpec
@@ -78,7 +79,7 @@ class SessionScope:
 CURRENT_SESSION: ContextVar[SessionScope] = ContextVar("pirag_mcp_session")
 
 
-class ScopedClient(CoreMethods, EmbedMethods, DocumentsMethods, MemoryMethods):
+class ScopedClient(CoreMethods, EmbedMethods, DocumentsMethods, MemoryMethods, WatchMethods):
     """The client API the tools call: every call goes out through the current session's ``call``."""
 
     def __init__(self, bridge: "Bridge"):
@@ -227,6 +228,9 @@ def register_document_tools(server: FastMCP, bridge: Bridge) -> None:
         project: ProjectArg = None,
         wait: Annotated[bool, Field(description=(
             "Wait for a large ingestion to finish instead of returning its job id."))] = False,
+        watch: Annotated[bool, Field(description=(
+            "Also keep watching the given directories: later edits, new files, deletions and renames are "
+            "ingested by the daemon within seconds (until `pirag watch remove`)."))] = False,
         max_chars: MaxChars = 2000,
     ) -> CallToolResult:
         """Add files, directories or a text to a project's documents (unchanged files are skipped, changed ones
@@ -240,17 +244,25 @@ def register_document_tools(server: FastMCP, bridge: Bridge) -> None:
                 raise ToolFailure("`text` needs a `source` name, e.g. 'notes/meeting.md'")
             documents.append(DocumentIn(source=source, text=text))
         absolute = [os.path.abspath(os.path.join(bridge.settings.cwd, path)) for path in paths or ()]
+        folders = [path for path in absolute if os.path.isdir(path)]
+        if watch and not folders:  # refused before anything is ingested
+            raise ToolFailure("`watch` needs directories among `paths`")
         result = await bridge.call(client.ingest(name, absolute, documents=documents, wait=wait))
         structured = builtins(result) | {"project": name}
+        watching = ""
+        if watch:
+            added = await bridge.call(client.watch_add(name, folders))
+            structured["watches"] = builtins(added.watches)
+            watching = f" Watching {', '.join(folders)} for changes."
         if result.state in ("queued", "running"):
             text_out = (f"Ingest job #{result.job_id} {result.state} in project {name!r} "
                         f"({result.files_done}/{result.files_total} files). "
-                        f"Follow it with ingest_status(job_id={result.job_id}).")
+                        f"Follow it with ingest_status(job_id={result.job_id}).{watching}")
             return answer(clip(text_out, max_chars), structured)
         title = (f"Ingested into {name!r} ({result.state}): {result.sources_added} added, {result.sources_updated} "
                  f"updated, {result.sources_unchanged} unchanged, {result.sources_removed} removed; "
                  f"{result.chunks_total} chunks ({result.chunks_embedded} embedded, {result.chunks_reused} reused), "
-                 f"{result.tokens} tokens, {result.seconds:.1f} s.")
+                 f"{result.tokens} tokens, {result.seconds:.1f} s.{watching}")
         blocks = [Block(head=f"error: {item.source}: {item.reason}") for item in result.errors]
         blocks += [Block(head=f"skipped: {item.source}: {item.reason}") for item in result.skipped]
         fitted = fit_blocks(title, blocks, max_chars)

@@ -40,7 +40,7 @@ from ..store.vectors import VectorIndex
 from .ingest import Ingestor, IngestRun, SourceItem, items_from_files
 from .query_cache import QueryCache, normalize_query
 from .search import Searcher
-from .walk import OutsideRoots, resolve_roots, walk
+from .walk import FoundFile, OutsideRoots, resolve_roots, walk
 
 log = logging.getLogger("pirag.documents")
 
@@ -334,6 +334,9 @@ class DocumentService:
 
     async def _drop_project(self, args: DropProjectArgs, ctx: Any) -> DropProjectResult:
         name = args.project
+        watch = _component(ctx, "watch")
+        if watch is not None:  # its watches first: they would create the project again
+            await watch.drop_project(name)
         current = self._current_job
         if current is not None and current[1] == name:
             run = self._runs.get(current[0])
@@ -377,16 +380,35 @@ class DocumentService:
         if project is None:
             raise NotFound(f"no such project: {args.project}")
         async with self._lock(args.project):
-            def drop(conn: Any) -> tuple[int, list[int]]:
-                before = conn.execute("SELECT count(*) FROM doc_source WHERE project_id = ?", (project.id,)).fetchone()[0]
-                removed = rows.delete_sources(conn, project.id, args.sources)
-                after = conn.execute("SELECT count(*) FROM doc_source WHERE project_id = ?", (project.id,)).fetchone()[0]
-                return before - after, removed
-
-            count, removed = await self.db.write(drop)
-            await self.vectors.delete(project.collection, [str(chunk_id) for chunk_id in removed])
-            self._bump(args.project)
+            count, removed = await self._delete_sources(project, args.sources)
         return DropSourceResult(removed=count, chunks=len(removed))
+
+    async def _delete_sources(self, project: rows.ProjectRow, sources: list[str]) -> tuple[int, list[int]]:
+        """Delete sources (the caller holds the project's lock): (sources removed, their chunk ids)."""
+        def drop(conn: Any) -> tuple[int, list[int]]:
+            before = conn.execute("SELECT count(*) FROM doc_source WHERE project_id = ?", (project.id,)).fetchone()[0]
+            removed = rows.delete_sources(conn, project.id, sources)
+            after = conn.execute("SELECT count(*) FROM doc_source WHERE project_id = ?", (project.id,)).fetchone()[0]
+            return before - after, removed
+
+        count, removed = await self.db.write(drop)
+        await self.vectors.delete(project.collection, [str(chunk_id) for chunk_id in removed])
+        self._bump(project.name)
+        return count, removed
+
+    async def sync_sources(self, project: str, files: list[FoundFile], removed: list[str], run: IngestRun) -> IngestRun:
+        """Bring sources of ``project`` in step with the disk (the watch service's entry): ingest ``files``
+        incrementally, then delete the ``removed`` sources, under the project's lock like any ingestion.
+        Ingesting first lets a renamed file reuse the vectors of its old name (chunk hashes)."""
+        async with self._lock(project):
+            if files:
+                await self.ingestor.run(project, items_from_files(files), run)
+            if removed:
+                project_row = await self.db.read(lambda conn: rows.get_project(conn, project))
+                if project_row is not None:
+                    run.removed += (await self._delete_sources(project_row, removed))[0]
+        await self._refresh_project(project)
+        return run
 
     # -- index health -------------------------------------------------------------------------------------------
 

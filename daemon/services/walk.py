@@ -188,6 +188,61 @@ def walk(paths: Iterable[str], allowed_roots: list[Path] | None, max_file_bytes:
     return result
 
 
+def walk_under(root: str, targets: Iterable[str], allowed_roots: list[Path] | None,
+               max_file_bytes: int) -> tuple[WalkResult, set[tuple[int, int]], list[str]]:
+    """Walk ``targets`` (files or directories inside the directory ``root``) with the rules a walk of ``root``
+    applies to them: the defaults and every ``.gitignore`` from ``root`` down (the watch service re-reads only
+    what changed, and must end where a full ingest of ``root`` would).
+
+    Returns the walk, the ``(st_dev, st_ino)`` of every directory visited, and the targets that are ignored
+    or gone (their sources no longer belong in the project).
+    """
+    result = WalkResult()
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[str] = set()
+    absent: list[str] = []
+    root_given = Path(os.path.abspath(root))
+    root_real = Path(os.path.realpath(root_given))
+    for target in targets:
+        given = Path(os.path.abspath(target))
+        try:
+            parts = given.relative_to(root_given).parts
+        except ValueError:
+            absent.append(str(given))
+            continue
+        ignores = IgnoreStack.defaults(root_given).enter(root_real)
+        real = root_real
+        ignored = False
+        for index, part in enumerate(parts):
+            logical = real / part
+            try:
+                is_dir = logical.is_dir()
+            except OSError:
+                is_dir = False
+            last = index == len(parts) - 1
+            if ignores.ignored(logical, is_dir):
+                ignored = True
+                break
+            real = Path(os.path.realpath(logical)) if logical.is_symlink() else logical
+            if not last:
+                if not is_dir:
+                    ignored = True   # a parent that is no directory (any more): the target is gone
+                    break
+                ignores = ignores.enter(real)
+        if ignored or not real.exists():
+            absent.append(str(given))
+            continue
+        if allowed_roots is not None and not is_under(real, allowed_roots):
+            result.skipped.append((str(given), "symlink leads outside the allowed roots"))
+            absent.append(str(given))
+        elif real.is_dir():
+            _walk_dir(given, real, ignores.enter(real) if parts else ignores, allowed_roots, max_file_bytes,
+                      result, seen_dirs, seen_files)
+        else:
+            _consider_file(given, real, allowed_roots, max_file_bytes, result, seen_files)
+    return result, seen_dirs, absent
+
+
 def _walk_dir(given: Path, real: Path, ignores: IgnoreStack, roots: list[Path] | None, max_bytes: int,
               result: WalkResult, seen_dirs: set[tuple[int, int]], seen_files: set[str]) -> None:
     try:
