@@ -26,6 +26,7 @@ import argparse
 import ctypes
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -49,6 +50,8 @@ DEFAULT_MAX_BATCH = 5461       # chromadb 1.5's documented default
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
+# Chroma 1.5's persisted HNSW header (hnsw-local-persisted segments): a format version, then hnswlib's fields.
+_HNSW_HEADER = struct.Struct("<iQQQQQQiiQQQdQ")
 _UUID_DIR = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -217,6 +220,29 @@ class ChromaHost:
             self.reopens += 1
         return self.info()
 
+    def op_check(self, name: str) -> list[str]:
+        """What is wrong with the collection's HNSW files on disk; empty when nothing is (or none exist yet).
+
+        Chroma counts from its catalogue and loads the graph lazily, so a truncated or garbled HNSW file
+        passes ``count`` and then answers queries wrongly or crashes this process; its sizes give it away first.
+        """
+        if self.backend != "chroma":
+            return []
+        catalogue = self.path / "chroma.sqlite3"
+        try:
+            conn = sqlite3.connect(f"file:{catalogue}?mode=ro", uri=True, timeout=5)
+            try:
+                rows = conn.execute("SELECT s.id FROM segments s JOIN collections c ON s.collection = c.id "
+                                    "WHERE c.name = ? AND s.scope = 'VECTOR'", (name,)).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            return [f"Chroma's catalogue cannot be read: {exc}"]
+        problems: list[str] = []
+        for (segment_id,) in rows:
+            problems.extend(hnsw_problems(self.path / segment_id))
+        return problems
+
     def op_list(self) -> list[str]:
         return [collection.name for collection in self.client.list_collections()]
 
@@ -246,6 +272,47 @@ class ChromaHost:
                 shutil.rmtree(entry, ignore_errors=True)
                 self.dirs_removed += 1
                 log.info("removed the leftover segment directory %s", entry.name)
+
+
+def hnsw_problems(directory: Path) -> list[str]:
+    """Inconsistencies between a persisted HNSW segment's header and the sizes of its files."""
+    names = ("header.bin", "data_level0.bin", "length.bin", "link_lists.bin")
+    present = [name for name in names if (directory / name).exists()]
+    if not present:
+        return []  # not persisted yet (Chroma writes the files once enough vectors arrived)
+    missing = [name for name in names if name not in present]
+    if missing:
+        return [f"{directory.name}: missing {', '.join(missing)}"]
+    header = (directory / "header.bin").read_bytes()
+    if len(header) != _HNSW_HEADER.size:
+        return [f"{directory.name}/header.bin is {len(header)} bytes, not {_HNSW_HEADER.size}"]
+    (_, offset_level0, max_elements, count, element_size, label_offset, data_offset, max_level, entry_point,
+     max_m, max_m0, m, mult, _ef) = _HNSW_HEADER.unpack(header)
+    sane = (offset_level0 == 0 and count <= max_elements < 1 << 40 and 0 < element_size < 1 << 24
+            and label_offset < element_size and data_offset < element_size and 0 <= max_level < 64
+            and (count == 0 or 0 <= entry_point < count) and 0 < m <= max_m0 < 1 << 16 and max_m < 1 << 16
+            and math.isfinite(mult) and 0 < mult < 16)
+    if not sane:
+        return [f"{directory.name}/header.bin holds impossible values"]
+    problems = []
+    data_size = (directory / "data_level0.bin").stat().st_size
+    if data_size not in (count * element_size, max_elements * element_size):
+        problems.append(f"{directory.name}/data_level0.bin is {data_size} bytes, the header says "
+                        f"{count} x {element_size}")
+    lengths_size = (directory / "length.bin").stat().st_size   # one float32 norm per element
+    if lengths_size not in (4 * count, 4 * max_elements):
+        problems.append(f"{directory.name}/length.bin is {lengths_size} bytes for {count} elements")
+    # link_lists.bin: per element a uint32 byte size, then that many bytes of upper-level links
+    links = (directory / "link_lists.bin").read_bytes()
+    position = 0
+    for _ in range(count):
+        if position + 4 > len(links):
+            break
+        position += 4 + int.from_bytes(links[position:position + 4], "little")
+    if position != len(links):
+        problems.append(f"{directory.name}/link_lists.bin is {len(links)} bytes; its {count} entries need "
+                        f"{position if position <= len(links) else 'more'}")
+    return problems
 
 
 def _forget_shared_system(identifier: str) -> None:

@@ -124,6 +124,7 @@ class VectorIndex:
         self._running = False
         self._max_batch = wire.DEFAULT_MAX_BATCH
         self._loaders: dict[str, Loader] = {}      # collections ensure() has seen: re-checked after a crash
+        self._ensuring: set[str] = set()           # being checked now: the re-check after a crash skips them
         self._recovery: asyncio.Task[None] | None = None
         self._recent_restarts: list[float] = []
         self._worker_info: dict[str, Any] = {}
@@ -225,20 +226,52 @@ class VectorIndex:
         kept: after a crash of the worker the collection is checked again with it.
         """
         self._loaders[collection] = load
+        self._ensuring.add(collection)
         try:
-            actual = await self.count(collection)
-        except StorageError:
-            raise
-        except Exception as exc:  # a damaged HNSW file surfaces here
-            log.warning("vectors: collection %s fails to open (%s); rebuilding from SQLite", collection, exc)
-            actual = -1
-        if actual == expected:
-            return "ok"
-        if actual >= 0:
-            log.warning("vectors: collection %s holds %d vectors, SQLite %d; rebuilding", collection, actual,
-                        expected)
-        await self.rebuild(collection, load)
-        return "rebuilt"
+            try:
+                problems = await self._call("check", {"name": collection})
+                if problems:
+                    log.warning("vectors: the HNSW files of %s are damaged (%s); setting it aside and "
+                                "rebuilding from SQLite", collection, "; ".join(problems))
+                    await self.rebuild(collection, load)
+                    return "rebuilt"
+                actual = await self.count(collection)
+                if actual == expected and expected and not await self._finds_itself(collection, load):
+                    actual = -1
+            except StorageError:
+                raise
+            except Exception as exc:  # a damaged catalogue or a worker that crashes on the collection
+                log.warning("vectors: collection %s fails to open (%s); rebuilding from SQLite", collection, exc)
+                actual = -1
+            if actual == expected:
+                return "ok"
+            if actual >= 0:
+                log.warning("vectors: collection %s holds %d vectors, SQLite %d; rebuilding", collection, actual,
+                            expected)
+            await self.rebuild(collection, load)
+            return "rebuilt"
+        finally:
+            self._ensuring.discard(collection)
+
+    async def _finds_itself(self, collection: str, load: Loader) -> bool:
+        """Query the collection with the first vector SQLite holds for it: it must come back as its own nearest.
+
+        Chroma counts from its catalogue, so a truncated or garbled HNSW file passes ``count``; only a query
+        loads the graph (measured: a truncated ``data_level0.bin`` with the right count).
+        """
+        batches = load()
+        try:
+            ids, vectors, _ = await batches.__anext__()
+        except StopAsyncIteration:
+            return True
+        finally:
+            await batches.aclose()
+        hits = await self.query(collection, vectors[0], 1)
+        if hits and (hits[0][0] == ids[0] or hits[0][1] < 1e-3):
+            return True
+        log.warning("vectors: collection %s does not find its own vector %s (got %s); its HNSW files are "
+                    "damaged", collection, ids[0], hits[:1])
+        return False
 
     async def rebuild(self, collection: str, load: Loader) -> int:
         """Set the collection aside (delete it) and fill it again from ``load()``; returns the vectors written."""
@@ -423,6 +456,8 @@ class VectorIndex:
         """After an unplanned restart: count each collection ensure() has seen through its loader, rebuild
         those that disagree. An upsert the killed worker had half-applied is repaired here."""
         for collection, load in list(self._loaders.items()):
+            if collection in self._ensuring:
+                continue
             try:
                 expected = 0
                 async for ids, _, _ in load():
