@@ -196,8 +196,13 @@ class _Worker(threading.Thread):
                 try:
                     result = job.fn(conn)
                 except BaseException as exc:
-                    conn.execute("ROLLBACK TO pirag_job")
-                    conn.execute("RELEASE pirag_job")
+                    try:
+                        conn.execute("ROLLBACK TO pirag_job")
+                        conn.execute("RELEASE pirag_job")
+                    except sqlite3.Error:
+                        # On SQLITE_FULL / IOERR SQLite may roll the whole transaction back itself: the savepoint
+                        # is gone and so are the group's earlier writes; all of them fail with the real cause.
+                        raise exc from None
                     outcomes.append((None, exc))
                 else:
                     conn.execute("RELEASE pirag_job")
@@ -479,9 +484,8 @@ class Database:
             return await self._submit(self._write_queue, fn, "read")
         try:
             return await self._submit(self._read_queue, fn, "read")
-        except (sqlite3.Error, OSError) as exc:
+        except sqlite3.Error:  # not mapped: a reader is query_only, so "readonly database" there is a bug
             self.errors += 1
-            self._raise_storage_error(exc, "read")
             raise
 
     def _raise_storage_error(self, exc: BaseException, what: str) -> None:

@@ -391,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     host = ChromaHost(json.loads(options.settings))
     try:
         serve(sock, host)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the daemon went away (or stopped waiting for a reply): nothing left to answer
     finally:
         host.close()
         sock.close()
