@@ -357,8 +357,11 @@ class Database:
                 future = loop.create_future()
                 self._write_queue.put(_Job(self._optimize, future, loop, "none", time.perf_counter()))
                 await future
-            except sqlite3.Error:
-                log.exception("final checkpoint failed")
+            except sqlite3.Error as exc:
+                if storage_error_for(exc, self.path.parent, "the final checkpoint") is None:
+                    log.exception("final checkpoint failed")
+                else:  # a full disk: the WAL stays, and is checkpointed at the next start
+                    log.warning("final checkpoint skipped: %s", exc)
         for _ in self._readers:
             self._read_queue.put(_SENTINEL)
         if self._writer is not None:

@@ -151,3 +151,44 @@ def test_disk_full_daemon_keeps_answering_and_loses_nothing(daemon_factory, real
     daemon.stop()
     assert integrity(state / "pirag.sqlite3") == "ok"
     assert integrity(state / "chroma" / "chroma.sqlite3") == "ok"
+
+
+def test_ingestion_job_pauses_on_a_full_disk_and_resumes_once_space_is_freed(daemon_factory, real_model,
+                                                                             small_disk, short_tmp):
+    tree = short_tmp / "full-tree"
+    tree.mkdir(exist_ok=True)
+    rng = random.Random(7)
+    for i in range(30):
+        body = "\n\n".join(f"Section {j} of file {i}: " + " ".join(rng.choice(WORDS) for _ in range(60))
+                           for j in range(20))
+        (tree / f"file{i:02d}.md").write_text(f"# File {i}\n\n{body}\n")
+    state = small_disk / "state"
+    daemon = daemon_factory("jobfull", merge(real_model, {"state_dir": str(state),
+                                                           "ingest": {"allowed_roots": [str(tree)]}}))
+    with daemon.client(timeout=60) as client:
+        client.remember("A first fact, so that every table exists.", project="p")
+        free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+        ballast = small_disk / "ballast"
+        ballast.write_bytes(b"\0" * max(0, free - (200 << 10)))
+        job = client.ingest("tree", [str(tree)])
+        assert job.job_id is not None
+        paused = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not paused:
+            paused = client.status().components["documents"]["jobs_paused"]
+            client.ping()
+            time.sleep(0.2)
+        assert paused, "the job never met the full disk"
+        assert "no space left" in next(iter(paused.values()))
+        assert client.status().components["db"]["storage"]["state"] == "full"
+        ballast.unlink()
+        deadline = time.monotonic() + 180
+        state_now = ""
+        while time.monotonic() < deadline and state_now != "done":
+            state_now = client.ingest_status(job.job_id).jobs[0].state
+            time.sleep(0.5)
+        assert state_now == "done"
+        sources = client.list_sources("tree").sources
+        assert len(sources) == 30
+        hits = client.search("Section 19 of file 29", "tree", k=3, use_cache=False).hits
+        assert any(hit.source.endswith("file29.md") and hit.vector_rank is not None for hit in hits)
