@@ -10,7 +10,7 @@ SQLite at any time. The ``vectors`` component owns:
   in the daemon's process: its upsert holds the GIL, and on a full disk one never returned (DESIGN.md).
 - **Supervision.** The worker is a fresh interpreter (not a fork: the daemon is threaded) on a socketpair.
   Requests go one at a time, so each timeout (``store.vectors_timeout_s``, plus a per-vector allowance for
-  upserts) measures that request alone. A worker that dies or overruns its timeout is killed and started
+  upserts) measures that request alone; large upserts are sent in slices, so queries interleave. A worker that dies or overruns its timeout is killed and started
   again; the request that found it dead is retried once on the new worker (every op is idempotent), one that
   overran is answered ``unavailable``. After an unplanned restart every collection ``ensure`` has seen is
   checked again against SQLite in the background and rebuilt if it disagrees. With ``store.
@@ -55,7 +55,9 @@ Loader = Callable[[], AsyncIterator[Batch]]
 
 _SLUG_UNSAFE = re.compile(r"[^a-z0-9_-]+")
 _SLUG_MAX = 40
-UPSERT_S_PER_VECTOR = 0.002     # timeout allowance per vector on top of store.vectors_timeout_s (~1,700/s)
+UPSERT_S_PER_VECTOR = 0.01      # timeout allowance per vector on top of store.vectors_timeout_s: ~1,700/s
+                                # measured idle, 10x slower under load on 2 cores; a hang is what is caught
+UPSERT_SLICE = 1000             # vectors per upsert request: queries queued meanwhile go between two slices
 START_TIMEOUT_S = 60.0          # a fresh interpreter importing chromadb on a loaded Pi
 RESTART_BACKOFF_S = (0.0, 0.5, 2.0, 5.0)   # successive restarts within RESTART_WINDOW_S wait longer
 RESTART_WINDOW_S = 60.0
@@ -191,14 +193,18 @@ class VectorIndex:
 
     async def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray,
                      metadatas: Sequence[dict[str, Any]] | None = None) -> None:
-        """Insert or replace ``ids`` with their vectors (the worker splits them into Chroma's max batch)."""
+        """Insert or replace ``ids`` with their vectors, ``UPSERT_SLICE`` at a time (each slice its own request, so
+        a query waits for one slice, not for the whole upsert)."""
         if len(ids) != len(vectors) or (metadatas is not None and len(metadatas) != len(ids)):
             raise ValueError("upsert: ids, vectors and metadatas differ in length")
         if not len(ids):
             return
-        args = {"name": collection, "ids": list(ids), "vectors": wire.pack_vectors(vectors),
-                "metadatas": list(metadatas) if metadatas is not None else None}
-        await self._call("upsert", args, extra_s=len(ids) * UPSERT_S_PER_VECTOR)
+        ids = list(ids)
+        for start in range(0, len(ids), UPSERT_SLICE):
+            part = slice(start, start + UPSERT_SLICE)
+            args = {"name": collection, "ids": ids[part], "vectors": wire.pack_vectors(vectors[part]),
+                    "metadatas": list(metadatas[part]) if metadatas is not None else None}
+            await self._call("upsert", args, extra_s=len(args["ids"]) * UPSERT_S_PER_VECTOR)
 
     async def query(self, collection: str, vector: np.ndarray, k: int,
                     where: dict[str, Any] | None = None) -> list[tuple[str, float]]:
