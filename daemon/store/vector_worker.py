@@ -289,8 +289,8 @@ def hnsw_problems(directory: Path) -> list[str]:
     (_, offset_level0, max_elements, count, element_size, label_offset, data_offset, max_level, entry_point,
      max_m, max_m0, m, mult, _ef) = _HNSW_HEADER.unpack(header)
     sane = (offset_level0 == 0 and count <= max_elements < 1 << 40 and 0 < element_size < 1 << 24
-            and label_offset < element_size and data_offset < element_size and 0 <= max_level < 64
-            and (count == 0 or 0 <= entry_point < count) and 0 < m <= max_m0 < 1 << 16 and max_m < 1 << 16
+            and label_offset < element_size and data_offset < element_size and -1 <= max_level < 64
+            and (0 <= entry_point < count if count else entry_point == -1) and 0 < m <= max_m0 < 1 << 16 and max_m < 1 << 16
             and math.isfinite(mult) and 0 < mult < 16)
     if not sane:
         return [f"{directory.name}/header.bin holds impossible values"]

@@ -162,3 +162,31 @@ def test_worker_over_its_rss_limit_is_replaced_between_requests(tmp_path):
             await index.close()
 
     run(scenario)
+
+
+def test_healthy_hnsw_files_pass_the_check_at_every_size(tmp_path):
+    """The file check must never call a healthy index damaged (that would rebuild it at every start)."""
+    from pirag.daemon.store.vector_worker import hnsw_problems
+
+    async def scenario():
+        index = VectorIndex(make_config(tmp_path))
+        await index.start()
+        try:
+            name = collection_name("sizes", "docs")
+            written = 0
+            for size in (1, 20, 200, 1200, 2600):
+                vectors = unit_vectors(size - written, seed=size)
+                await index.upsert(name, [str(i) for i in range(written, size)], vectors)
+                written = size
+                await index.query(name, vectors[0], 1)
+                assert await index._call("check", {"name": name}) == [], size
+        finally:
+            await index.close()
+        segments = [path for path in (tmp_path / "chroma").iterdir() if path.is_dir()]
+        assert segments and all(hnsw_problems(path) == [] for path in segments)
+        data = next(path for path in segments if (path / "data_level0.bin").exists())
+        with open(data / "data_level0.bin", "r+b") as handle:
+            handle.truncate(1000)
+        assert hnsw_problems(data)
+
+    run(scenario)
