@@ -304,12 +304,11 @@ def hnsw_problems(directory: Path) -> list[str]:
         problems.append(f"{directory.name}/length.bin is {lengths_size} bytes for {count} elements")
     # link_lists.bin: per element a uint32 byte size, then that many bytes of upper-level links
     links = (directory / "link_lists.bin").read_bytes()
-    position = 0
-    for _ in range(count):
-        if position + 4 > len(links):
-            break
+    position = entries = 0
+    while entries < count and position + 4 <= len(links):
         position += 4 + int.from_bytes(links[position:position + 4], "little")
-    if position != len(links):
+        entries += 1
+    if entries != count or position != len(links):
         problems.append(f"{directory.name}/link_lists.bin is {len(links)} bytes; its {count} entries need "
                         f"{position if position <= len(links) else 'more'}")
     return problems

@@ -7,6 +7,7 @@ real Chroma directory; the daemon's event loop is the test's own loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -30,31 +31,36 @@ def run(scenario):
     return asyncio.run(scenario())
 
 
+@contextlib.asynccontextmanager
+async def running(config):
+    """A started ``VectorIndex`` (its worker process up), closed at the end."""
+    index = VectorIndex(config)
+    await index.start()
+    try:
+        yield index
+    finally:
+        await index.close()
+
+
 def test_chroma_is_not_loaded_in_the_daemon_process(tmp_path):
     async def scenario():
-        index = VectorIndex(make_config(tmp_path))
-        await index.start()
-        try:
+        async with running(make_config(tmp_path)) as index:
             await index.upsert("c-docs", ["a"], unit_vectors(1))
             assert index.worker_pid not in (None, os.getpid())
             with open(f"/proc/{os.getpid()}/maps") as maps:
                 assert "chromadb_rust_bindings" not in maps.read()
             with open(f"/proc/{index.worker_pid}/maps") as maps:
                 assert "chromadb_rust_bindings" in maps.read()
-        finally:
-            await index.close()
 
     run(scenario)
 
 
 def test_worker_killed_mid_upsert_is_restarted_and_searches_stay_right(tmp_path):
     async def scenario():
-        index = VectorIndex(make_config(tmp_path))
-        await index.start()
-        name = collection_name("kill", "docs")
-        vectors = unit_vectors(12_000)
-        ids = [f"v{i}" for i in range(len(vectors))]
-        try:
+        async with running(make_config(tmp_path)) as index:
+            name = collection_name("kill", "docs")
+            vectors = unit_vectors(12_000)
+            ids = [f"v{i}" for i in range(len(vectors))]
             await index.upsert(name, ids[:100], vectors[:100])
             first_pid = index.worker_pid
             upsert = asyncio.ensure_future(index.upsert(name, ids, vectors))
@@ -69,8 +75,6 @@ def test_worker_killed_mid_upsert_is_restarted_and_searches_stay_right(tmp_path)
             for probe in (0, 4321, 11_999):
                 hits = await index.query(name, vectors[probe], 3)
                 assert hits[0][0] == ids[probe] and hits[0][1] < 1e-4
-        finally:
-            await index.close()
 
     run(scenario)
 
@@ -79,11 +83,9 @@ def test_a_stuck_worker_is_killed_at_its_timeout_and_the_loop_never_stalls(tmp_p
     config = make_config(tmp_path, store={"vectors_timeout_s": 1.0})
 
     async def scenario():
-        index = VectorIndex(config)
-        await index.start()
-        name = collection_name("stuck", "docs")
-        vectors = unit_vectors(50)
-        try:
+        async with running(config) as index:
+            name = collection_name("stuck", "docs")
+            vectors = unit_vectors(50)
             await index.upsert(name, [str(i) for i in range(50)], vectors)
             stuck_pid = index.worker_pid
             lags: list[float] = []
@@ -109,25 +111,21 @@ def test_a_stuck_worker_is_killed_at_its_timeout_and_the_loop_never_stalls(tmp_p
             assert worker["timeouts"] == 1 and worker["restarts"] == 1 and worker["alive"]
             hits = await index.query(name, vectors[7], 1)
             assert hits[0][0] == "7"
-        finally:
-            await index.close()
 
     run(scenario)
 
 
 def test_after_an_unplanned_restart_known_collections_are_checked_against_sqlite(tmp_path):
     async def scenario():
-        index = VectorIndex(make_config(tmp_path))
-        await index.start()
-        name = collection_name("recheck", "docs")
-        vectors = unit_vectors(40)
-        ids = [str(i) for i in range(40)]
+        async with running(make_config(tmp_path)) as index:
+            name = collection_name("recheck", "docs")
+            vectors = unit_vectors(40)
+            ids = [str(i) for i in range(40)]
 
-        async def load():   # what SQLite holds: 40 vectors
-            for start in range(0, 40, 16):
-                yield ids[start:start + 16], vectors[start:start + 16], None
+            async def load():   # what SQLite holds: 40 vectors
+                for start in range(0, 40, 16):
+                    yield ids[start:start + 16], vectors[start:start + 16], None
 
-        try:
             assert await index.ensure(name, 40, load) == "rebuilt"
             # the index gets ahead of SQLite (as a half-done write would leave it), then the worker dies
             await index.upsert(name, ["ghost"], unit_vectors(1, seed=9))
@@ -137,8 +135,6 @@ def test_after_an_unplanned_restart_known_collections_are_checked_against_sqlite
             await asyncio.wait_for(index._recovery, 60)
             assert await index.count(name) == 40
             assert index.rebuilds == 2
-        finally:
-            await index.close()
 
     run(scenario)
 
@@ -147,19 +143,15 @@ def test_worker_over_its_rss_limit_is_replaced_between_requests(tmp_path):
     config = make_config(tmp_path, store={"vectors_worker_max_rss_mb": 1})
 
     async def scenario():
-        index = VectorIndex(config)
-        await index.start()
-        name = collection_name("rss", "docs")
-        vectors = unit_vectors(30)
-        try:
+        async with running(config) as index:
+            name = collection_name("rss", "docs")
+            vectors = unit_vectors(30)
             first = index.worker_pid
             await index.upsert(name, [str(i) for i in range(30)], vectors)
             assert index.stats()["worker"]["rss_restarts"] >= 1
             assert index.worker_pid != first
             assert index.stats()["worker"]["restarts"] == 0   # a planned replacement, not a crash
             assert (await index.query(name, vectors[3], 1))[0][0] == "3"
-        finally:
-            await index.close()
 
     run(scenario)
 
@@ -169,9 +161,7 @@ def test_healthy_hnsw_files_pass_the_check_at_every_size(tmp_path):
     from pirag.daemon.store.vector_worker import hnsw_problems
 
     async def scenario():
-        index = VectorIndex(make_config(tmp_path))
-        await index.start()
-        try:
+        async with running(make_config(tmp_path)) as index:
             name = collection_name("sizes", "docs")
             written = 0
             for size in (1, 20, 200, 1200, 2600):
@@ -180,11 +170,16 @@ def test_healthy_hnsw_files_pass_the_check_at_every_size(tmp_path):
                 written = size
                 await index.query(name, vectors[0], 1)
                 assert await index._call("check", {"name": name}) == [], size
-        finally:
-            await index.close()
         segments = [path for path in (tmp_path / "chroma").iterdir() if path.is_dir()]
         assert segments and all(hnsw_problems(path) == [] for path in segments)
-        data = next(path for path in segments if (path / "data_level0.bin").exists())
+        data = max(segments, key=lambda path: (path / "link_lists.bin").stat().st_size)
+        links = (data / "link_lists.bin").read_bytes()
+        assert links
+        for cut in range(0, len(links), 4):   # at every entry boundary too, not only mid-entry
+            (data / "link_lists.bin").write_bytes(links[:cut])
+            assert hnsw_problems(data), cut
+        (data / "link_lists.bin").write_bytes(links)
+        assert hnsw_problems(data) == []
         with open(data / "data_level0.bin", "r+b") as handle:
             handle.truncate(1000)
         assert hnsw_problems(data)
