@@ -22,6 +22,7 @@ from .errors import (
     Busy, Conflict, ConnectionFailed, Forbidden, FrameTooLarge, InternalError, InvalidArgument, MalformedFrame,
     NotFound, PiragError, ProtocolError, RequestTimeout, Timeout, Unavailable, UnknownOp,
 )
+from .errors import StorageError, StorageFull
 from .paths import default_socket_path, default_state_dir
 from .protocol import Args, OpSpec
 
@@ -113,5 +114,5 @@ class AsyncClient(CoreMethods, EmbedMethods, DocumentsMethods, MemoryMethods, Wa
 __all__ = [
     "AsyncClient", "Busy", "Client", "Conflict", "ConnectionFailed", "Forbidden", "FrameTooLarge", "InternalError",
     "InvalidArgument", "MalformedFrame", "NotFound", "PiragError", "ProtocolError", "RequestTimeout", "Timeout",
-    "Unavailable", "UnknownOp", "__version__", "default_socket_path", "default_state_dir", "errors",
+    "Unavailable", "UnknownOp", "StorageError", "StorageFull", "__version__", "default_socket_path", "default_state_dir", "errors",
 ]

@@ -20,6 +20,8 @@ Hierarchy::
     +-- Forbidden                   (forbidden: peer credentials or a path outside the allowed roots)
     +-- Unavailable                 (unavailable: a resource is starting, stopping or failed)
     +-- Timeout                     (timeout: the daemon gave up on the work)
+    +-- StorageError                (storage_error: the state directory cannot be written: read-only, I/O error)
+    |   +-- StorageFull             (storage_full: no space left; details name the directory and its free bytes)
     +-- InternalError               (internal)
 """
 
@@ -39,6 +41,8 @@ FORBIDDEN = "forbidden"
 UNAVAILABLE = "unavailable"
 TIMEOUT = "timeout"
 INTERNAL = "internal"
+STORAGE_ERROR = "storage_error"
+STORAGE_FULL = "storage_full"
 
 
 class PiragError(Exception):
@@ -113,11 +117,22 @@ class InternalError(PiragError):
     code = INTERNAL
 
 
+class StorageError(PiragError):
+    """A write failed because of the disk, not the request: ``details`` has ``directory``, ``free_bytes``
+    and ``cause``. Reads keep working; retry the write once the condition is fixed."""
+
+    code = STORAGE_ERROR
+
+
+class StorageFull(StorageError):
+    code = STORAGE_FULL
+
+
 _BY_CODE: dict[str, type[PiragError]] = {
     cls.code: cls
     for cls in (
         MalformedFrame, FrameTooLarge, UnknownOp, InvalidArgument, NotFound, Conflict, Busy, Forbidden,
-        Unavailable, Timeout, InternalError,
+        Unavailable, Timeout, InternalError, StorageError, StorageFull,
     )
 }
 

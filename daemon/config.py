@@ -75,6 +75,9 @@ class StoreConfig(_Section):
     vectors_backend: Literal["chroma", "chroma-http"] = "chroma"
     chroma_host: str = "127.0.0.1"
     chroma_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
+    vectors_timeout_s: PositiveFloat = 60.0  # a vector-index request overrunning this (upserts: plus 10 ms a
+                                             # vector) kills and restarts the index's worker process
+    vectors_worker_max_rss_mb: NonNegInt = 0  # replace the worker once its RSS passes this; 0: never
 
 
 class IngestConfig(_Section):

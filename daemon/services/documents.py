@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pirag.client.errors import Forbidden, InvalidArgument, NotFound
+from pirag.client.errors import Forbidden, InvalidArgument, NotFound, StorageError
 from pirag.client.protocol.documents import (
     DropProjectArgs, DropProjectResult, DropSourceArgs, DropSourceResult, IngestArgs, IngestResult,
     IngestStatusArgs, IngestStatusResult, JobStatus, ListProjectsArgs, ListProjectsResult, ListSourcesArgs,
@@ -46,6 +46,7 @@ log = logging.getLogger("pirag.documents")
 
 INLINE_FILES = 8          # path ingestions up to this many files run inline; more become a journaled job
 REBUILD_BATCH = 2000
+STORAGE_RETRY_S = 10.0    # a job stopped by a full or read-only disk is tried again this often
 
 
 class DocumentService:
@@ -69,6 +70,7 @@ class DocumentService:
         self._tasks: list[asyncio.Task[Any]] = []
         self.health: dict[str, str] = {}
         self.searches = 0
+        self.paused_jobs: dict[int, str] = {}   # job id -> the storage error that stopped it
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -101,7 +103,8 @@ class DocumentService:
         running = self._current_job
         return {"projects": len(self.projects), "query_cache": self.cache.stats(), "searches": self.searches,
                 "jobs_queued": self._jobs.qsize(), "job_running": running[0] if running else None,
-                "batch_size": self.ingestor.batch_size, "index_health": dict(self.health)}
+                "batch_size": self.ingestor.batch_size, "index_health": dict(self.health),
+                "jobs_paused": dict(self.paused_jobs)}
 
     def handlers(self) -> dict[str, Any]:
         return {"ingest": self._ingest, "ingest_status": self._ingest_status, "search": self._search,
@@ -194,6 +197,8 @@ class DocumentService:
                 await self._run_job(job_id)
             except asyncio.CancelledError:
                 raise
+            except StorageError as exc:  # even the job's start could not be journaled
+                self._pause_job(job_id, "", exc)
             except Exception:
                 log.exception("documents: job %d failed", job_id)
 
@@ -228,6 +233,14 @@ class DocumentService:
                 task.cancel()
                 raise
             state, error = "cancelled", "the project was dropped"
+        except StorageError as exc:
+            # A full or read-only disk: the job stops after its last committed batch and stays 'running' in the
+            # journal (nothing can be written now anyway); it is tried again until the disk takes writes, and
+            # resumes like a job after a crash (sources already committed are unchanged and skipped).
+            self._current_job = None
+            run.state, run.error = "paused", exc.message
+            self._pause_job(job_id, project, exc)
+            return
         except Exception as exc:
             state, error = "failed", f"{type(exc).__name__}: {exc}"
             run.error = error
@@ -243,6 +256,27 @@ class DocumentService:
         finally:
             await self._refresh_project(project)
             self._finish_waiter(job_id, waiter, run)
+
+    def _pause_job(self, job_id: int, project: str, error: StorageError) -> None:
+        log.warning("documents: ingestion job %d (%s) paused: %s; retrying every %.0f s", job_id, project,
+                    error.message, STORAGE_RETRY_S)
+        self.paused_jobs[job_id] = error.message
+
+        async def resume() -> None:
+            await asyncio.sleep(STORAGE_RETRY_S)
+            await self._refresh_project(project)
+            row = self.projects.get(project)
+            if row is not None:  # a batch may have committed to SQLite without reaching the index
+                try:
+                    async with self._lock(project):
+                        self.health[project] = await self.vectors.ensure(row.collection, await self._expected(row),
+                                                                         self._loader(row))
+                except Exception as exc:  # still failing: the job's own attempt says so
+                    log.info("documents: the index of %s is not checked yet: %s", project, exc)
+            self.paused_jobs.pop(job_id, None)
+            self._jobs.put_nowait(job_id)
+
+        self._tasks.append(asyncio.ensure_future(resume()))
 
     def _finish_waiter(self, job_id: int, waiter: asyncio.Future[IngestResult] | None, run: IngestRun) -> None:
         if waiter is not None and not waiter.done():

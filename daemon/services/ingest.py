@@ -246,6 +246,13 @@ class Ingestor:
         except BaseException:
             for task in tasks:
                 task.cancel()
+            # A cancelled stage still puts its end marker (``finally``); when the stage that reads that queue is
+            # the one that failed (a full disk in the store stage), nobody would ever make room: drain them.
+            while not all(task.done() for task in tasks):
+                for stage_queue in (prepared_queue, batch_queue):
+                    while not stage_queue.empty():
+                        stage_queue.get_nowait()
+                await asyncio.sleep(0.01)
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         for directory in prune_dirs:

@@ -21,6 +21,9 @@ and how the event loop talks to it:
 - **``PRAGMA quick_check`` at start**: a corrupt file makes the daemon refuse to start with a message that
   names the file and the recovery path (docs/DURABILITY.md), instead of serving wrong answers.
 - **Online backup** with SQLite's backup API on a dedicated connection, while the daemon keeps serving.
+- **Storage errors as values**: a write that fails for the disk's sake (full, read-only, I/O error) raises
+  ``StorageFull`` / ``StorageError`` (``store/storage.py``) naming the directory and its free bytes, and
+  ``status`` shows the condition (``components.db.storage``) until a write succeeds again.
 
 Pragmas (chosen for an SD card; the reasoning lives in docs/DURABILITY.md):
 
@@ -53,6 +56,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import Config
+from .storage import StorageCondition, storage_error_for
 
 log = logging.getLogger("pirag.store.sqlite")
 
@@ -192,8 +196,13 @@ class _Worker(threading.Thread):
                 try:
                     result = job.fn(conn)
                 except BaseException as exc:
-                    conn.execute("ROLLBACK TO pirag_job")
-                    conn.execute("RELEASE pirag_job")
+                    try:
+                        conn.execute("ROLLBACK TO pirag_job")
+                        conn.execute("RELEASE pirag_job")
+                    except sqlite3.Error:
+                        # On SQLITE_FULL / IOERR SQLite may roll the whole transaction back itself: the savepoint
+                        # is gone and so are the group's earlier writes; all of them fail with the real cause.
+                        raise exc from None
                     outcomes.append((None, exc))
                 else:
                     conn.execute("RELEASE pirag_job")
@@ -268,6 +277,7 @@ class Database:
         self.errors = 0
         self.backups = 0
         self.started_at = 0.0
+        self.storage = StorageCondition(self.path.parent)
 
     # -- connections ----------------------------------------------------------------------------------------
 
@@ -347,8 +357,11 @@ class Database:
                 future = loop.create_future()
                 self._write_queue.put(_Job(self._optimize, future, loop, "none", time.perf_counter()))
                 await future
-            except sqlite3.Error:
-                log.exception("final checkpoint failed")
+            except sqlite3.Error as exc:
+                if storage_error_for(exc, self.path.parent, "the final checkpoint") is None:
+                    log.exception("final checkpoint failed")
+                else:  # a full disk: the WAL stays, and is checkpointed at the next start
+                    log.warning("final checkpoint skipped: %s", exc)
         for _ in self._readers:
             self._read_queue.put(_SENTINEL)
         if self._writer is not None:
@@ -460,10 +473,13 @@ class Database:
         caller before the job starts skips it; once started it runs to its end (commit or rollback).
         """
         try:
-            return await self._submit(self._write_queue, fn, "write")
-        except sqlite3.Error:
+            result = await self._submit(self._write_queue, fn, "write")
+        except (sqlite3.Error, OSError) as exc:
             self.errors += 1
+            self._raise_storage_error(exc, "write")
             raise
+        self.storage.succeeded()
+        return result
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on a reader, inside one read transaction (a consistent snapshot)."""
@@ -471,9 +487,16 @@ class Database:
             return await self._submit(self._write_queue, fn, "read")
         try:
             return await self._submit(self._read_queue, fn, "read")
-        except sqlite3.Error:
+        except sqlite3.Error:  # not mapped: a reader is query_only, so "readonly database" there is a bug
             self.errors += 1
             raise
+
+    def _raise_storage_error(self, exc: BaseException, what: str) -> None:
+        """Raise the storage error ``exc`` stands for (a full or read-only disk), if it stands for one."""
+        error = storage_error_for(exc, self.path.parent, f"SQLite {what} of {self.path.name}")
+        if error is not None:
+            self.storage.failed(error)
+            raise error from exc
 
     async def backup(self, path: str | Path) -> dict[str, Any]:
         """Copy the live database to ``path`` with SQLite's online backup API while serving.
@@ -547,6 +570,7 @@ class Database:
             "errors": self.errors,
             "backups": self.backups,
             "migrations": {area: len(items) for area, items in self._migrations.items()},
+            "storage": self.storage.stats(),
         }
 
     def handlers(self) -> dict[str, Any]:

@@ -1,52 +1,66 @@
-"""The vector index: Chroma collections, one per project and kind, on a thread of their own.
+"""The vector index: Chroma collections, one per project and kind, served by a supervised worker process.
 
 SQLite is the truth (DESIGN.md: Storage); this index can be thrown away and rebuilt from the vectors kept in
 SQLite at any time. The ``vectors`` component owns:
 
-- **The client.** An embedded ``chromadb.PersistentClient`` at ``<state_dir>/chroma`` (``store.vectors_backend
-  = "chroma"``) or a ``chromadb.HttpClient`` talking to ``chroma run`` (``"chroma-http"``, host/port from
-  ``store.chroma_host``/``chroma_port``). Telemetry is off.
-- **One thread.** Every Chroma call runs on a single dedicated thread; the loop awaits a future. Chroma is
-  thread-safe, but an upsert of thousands of vectors or an HNSW load must never stall the event loop.
+- **The async API** the services use: ``upsert``, ``query``, ``delete``, ``drop``, ``count``, ``ensure``,
+  ``rebuild``, ``list_collections``. Every call is a request to the worker process (``vector_worker.py``),
+  which holds the Chroma client: an embedded ``PersistentClient`` at ``<state_dir>/chroma`` (``store.
+  vectors_backend = "chroma"``) or an ``HttpClient`` for ``chroma run`` (``"chroma-http"``). Chroma never runs
+  in the daemon's process: its upsert holds the GIL, and on a full disk one never returned (DESIGN.md).
+- **Supervision.** The worker is a fresh interpreter (not a fork: the daemon is threaded) on a socketpair.
+  Requests go one at a time, so each timeout (``store.vectors_timeout_s``, plus a per-vector allowance for
+  upserts) measures that request alone; large upserts are sent in slices, so queries interleave. A worker that dies or overruns its timeout is killed and started
+  again; the request that found it dead is retried once on the new worker (every op is idempotent), one that
+  overran is answered ``unavailable``. After an unplanned restart every collection ``ensure`` has seen is
+  checked again against SQLite in the background and rebuilt if it disagrees. With ``store.
+  vectors_worker_max_rss_mb`` set, a worker whose RSS passes it is replaced between two requests.
 - **Names.** ``collection_name(project, kind)`` maps free-text project names to valid, collision-free Chroma
   names (3-512 chars of ``[a-zA-Z0-9._-]``, alphanumeric at both ends): a readable slug plus a hash.
-- **Drop means gone.** Chroma 1.5 leaves a deleted collection's HNSW segment directory on disk
-  (chroma-core/chroma#5259, still true on 1.5.9): after ``delete_collection`` the directories of segments that
-  no longer exist in Chroma's catalogue are removed here.
 - **Health.** ``ensure(collection, expected, load)`` compares the collection with SQLite's count; a collection
-  that fails to open or disagrees is set aside (deleted) and rebuilt from the batches ``load()`` yields. A
-  Chroma directory that cannot even be opened is moved aside (``chroma.broken-<time>``) and started afresh,
-  so a damaged index never becomes a crash loop.
+  that fails to open (a truncated or garbled HNSW file) or disagrees is set aside (deleted) and rebuilt from
+  the batches ``load()`` yields. A Chroma directory that cannot even be opened is moved aside by the worker
+  (``chroma.broken-<time>``) and started afresh, so a damaged index never becomes a crash loop.
+- **Storage errors.** A full or read-only disk under the index is raised as ``StorageFull`` / ``StorageError``
+  naming the directory and its free bytes (``store/storage.py``), and shown in ``status``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import os
 import re
-import shutil
-import sqlite3
-import threading
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
+from pirag.client.errors import Unavailable
+
 from ..config import Config
+from . import vector_worker as wire
+from .storage import StorageCondition, StorageError, make_storage_error
 
 log = logging.getLogger("pirag.store.vectors")
 
-T = TypeVar("T")
 Batch = tuple[list[str], np.ndarray, list[dict[str, Any]] | None]
 Loader = Callable[[], AsyncIterator[Batch]]
 
 _SLUG_UNSAFE = re.compile(r"[^a-z0-9_-]+")
-_UUID_DIR = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _SLUG_MAX = 40
+UPSERT_S_PER_VECTOR = 0.01      # timeout allowance per vector on top of store.vectors_timeout_s: ~1,700/s
+                                # measured idle, 10x slower under load on 2 cores; a hang is what is caught
+UPSERT_SLICE = 1000             # vectors per upsert request: queries queued meanwhile go between two slices
+START_TIMEOUT_S = 60.0          # a fresh interpreter importing chromadb on a loaded Pi
+RESTART_BACKOFF_S = (0.0, 0.5, 2.0, 5.0)   # successive restarts within RESTART_WINDOW_S wait longer
+RESTART_WINDOW_S = 60.0
 
 
 def collection_name(project: str, kind: str) -> str:
@@ -62,6 +76,40 @@ def collection_name(project: str, kind: str) -> str:
     return f"{kind}-{slug}-{digest}" if slug else f"{kind}-{digest}"
 
 
+class WorkerLost(Exception):
+    """The worker died (or was killed) while a request was in flight."""
+
+
+class WorkerFailed(Exception):
+    """The worker answered with an error that is not about storage."""
+
+    def __init__(self, kind: str, type_name: str, message: str):
+        super().__init__(f"{type_name}: {message}")
+        self.kind = kind
+
+
+class _Worker:
+    """One worker process and its end of the socketpair."""
+
+    def __init__(self, process: subprocess.Popen[bytes], reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter):
+        self.process = process
+        self.reader = reader
+        self.writer = writer
+        self.started_at = time.time()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_bytes(self) -> int:
+        try:
+            with open(f"/proc/{self.process.pid}/statm", "rb") as statm:
+                return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return 0
+
+
 class VectorIndex:
     """The ``vectors`` component: ``upsert``, ``query``, ``delete``, ``drop``, ``count``, ``ensure``."""
 
@@ -71,103 +119,176 @@ class VectorIndex:
         self.config = config
         self.backend = config.store.vectors_backend
         self.path = config.state_path / "chroma"
-        self._client: Any = None
-        self._collections: dict[str, Any] = {}
-        self.reopens = 0
-        self._executor: ThreadPoolExecutor | None = None
-        self._thread_ident: int | None = None
-        self._max_batch = 5461
+        self.storage = StorageCondition(config.state_path)
+        self._worker: _Worker | None = None
+        self._lock = asyncio.Lock()
+        self._request_ids = 0
+        self._running = False
+        self._max_batch = wire.DEFAULT_MAX_BATCH
+        self._loaders: dict[str, Loader] = {}      # collections ensure() has seen: re-checked after a crash
+        self._ensuring: set[str] = set()           # being checked now: the re-check after a crash skips them
+        self._recovery: asyncio.Task[None] | None = None
+        self._recent_restarts: list[float] = []
+        self._worker_info: dict[str, Any] = {}
+        self.restarts = 0
+        self.rss_restarts = 0
+        self.timeouts = 0
+        self.last_error = ""
+        self.last_error_at: float | None = None
         self.rebuilds = 0
         self.set_aside = 0
-        self.dirs_removed = 0
         self.calls = 0
         self.errors = 0
+        self.last_request_ms = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pirag-chroma")
-        await self._run(self._open)
-        log.info("vectors: %s (%s), max batch %d", self.backend,
+        self._running = True
+        try:
+            await self._spawn()
+        except StorageError as exc:
+            # A full or read-only disk must not keep the daemon down: reads are served from SQLite, and the
+            # next request tries to start the worker again.
+            self.storage.failed(exc)
+            self._note_error(exc.message)
+            log.error("vectors: %s; the index starts once the disk is writable again", exc.message)
+        log.info("vectors: %s (%s), worker pid %d, max batch %d", self.backend,
                  self.path if self.backend == "chroma" else f"{self.config.store.chroma_host}:"
-                 f"{self.config.store.chroma_port}", self._max_batch)
+                 f"{self.config.store.chroma_port}", self._worker.pid if self._worker else -1, self._max_batch)
 
     async def close(self) -> None:
-        if self._executor is None:
-            return
-        try:
-            await self._run(self._close_client)
-        finally:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        self._running = False
+        if self._recovery is not None:
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+        async with self._lock:
+            await self._stop_worker(graceful=True)
 
     def stats(self) -> dict[str, Any]:
-        return {"backend": self.backend, "collections_open": len(self._collections), "calls": self.calls,
-                "errors": self.errors, "rebuilds": self.rebuilds, "set_aside": self.set_aside,
-                "segment_dirs_removed": self.dirs_removed, "reopens_after_drop": self.reopens,
-                "max_batch": self._max_batch}
+        worker = self._worker
+        alive = worker is not None and worker.process.poll() is None
+        return {"backend": self.backend, "calls": self.calls, "errors": self.errors, "rebuilds": self.rebuilds,
+                "set_aside": self.set_aside, "max_batch": self._max_batch,
+                "segment_dirs_removed": self._worker_info.get("dirs_removed", 0),
+                "reopens_after_drop": self._worker_info.get("reopens", 0),
+                "worker": {"pid": worker.pid if alive and worker else None, "alive": alive,
+                           "rss_bytes": worker.rss_bytes() if alive and worker else 0,
+                           "restarts": self.restarts, "rss_restarts": self.rss_restarts, "timeouts": self.timeouts,
+                           "last_error": self.last_error, "last_error_at": self.last_error_at,
+                           "max_rss_mb": self.config.store.vectors_worker_max_rss_mb,
+                           "timeout_s": self.config.store.vectors_timeout_s},
+                "storage": self.storage.stats()}
 
     def handlers(self) -> dict[str, Any]:
         return {}
 
-    # -- the API (all awaitable; the work happens on the Chroma thread) ---------------------------------------
+    @property
+    def worker_pid(self) -> int | None:
+        return self._worker.pid if self._worker is not None else None
+
+    # -- the API --------------------------------------------------------------------------------------------
 
     collection_name = staticmethod(collection_name)
 
     async def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray,
                      metadatas: Sequence[dict[str, Any]] | None = None) -> None:
-        """Insert or replace ``ids`` with their vectors, in batches of at most Chroma's max batch size."""
+        """Insert or replace ``ids`` with their vectors, ``UPSERT_SLICE`` at a time (each slice its own request, so
+        a query waits for one slice, not for the whole upsert)."""
         if len(ids) != len(vectors) or (metadatas is not None and len(metadatas) != len(ids)):
             raise ValueError("upsert: ids, vectors and metadatas differ in length")
         if not len(ids):
             return
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        await self._run(self._upsert_blocking, collection, list(ids), vectors,
-                        list(metadatas) if metadatas is not None else None)
+        ids = list(ids)
+        for start in range(0, len(ids), UPSERT_SLICE):
+            part = slice(start, start + UPSERT_SLICE)
+            args = {"name": collection, "ids": ids[part], "vectors": wire.pack_vectors(vectors[part]),
+                    "metadatas": list(metadatas[part]) if metadatas is not None else None}
+            await self._call("upsert", args, extra_s=len(args["ids"]) * UPSERT_S_PER_VECTOR)
 
     async def query(self, collection: str, vector: np.ndarray, k: int,
                     where: dict[str, Any] | None = None) -> list[tuple[str, float]]:
         """The ``k`` nearest ids with their cosine distances (0 = same direction), nearest first."""
-        return await self._run(self._query_blocking, collection, np.asarray(vector, np.float32), int(k), where)
+        found = await self._call("query", {"name": collection, "vector": wire.pack_vectors(vector),
+                                           "k": int(k), "where": where})
+        return [(id_, float(distance)) for id_, distance in found]
 
     async def delete(self, collection: str, ids: Sequence[str]) -> None:
         if ids:
-            await self._run(self._delete_blocking, collection, list(ids))
+            await self._call("delete", {"name": collection, "ids": list(ids)})
 
     async def drop(self, collection: str) -> None:
         """Delete the collection and its directory on disk; a missing collection is not an error."""
-        await self._run(self._drop_blocking, collection)
+        self._worker_info = await self._call("drop", {"name": collection})
 
     async def count(self, collection: str) -> int:
-        return await self._run(self._count_blocking, collection)
+        return int(await self._call("count", {"name": collection}))
 
     async def ensure(self, collection: str, expected: int, load: Loader) -> str:
         """Make ``collection`` agree with SQLite: ``"ok"``, or ``"rebuilt"`` after setting it aside.
 
         ``expected`` is the number of vectors SQLite holds for it; ``load()`` yields ``(ids, vectors,
-        metadatas)`` batches of them. A collection that raises when counted is treated as broken.
+        metadatas)`` batches of them. A collection that raises when counted is treated as broken. ``load`` is
+        kept: after a crash of the worker the collection is checked again with it.
         """
+        self._loaders[collection] = load
+        self._ensuring.add(collection)
         try:
-            actual = await self.count(collection)
-        except Exception as exc:  # a damaged HNSW file surfaces here
-            log.warning("vectors: collection %s fails to open (%s); rebuilding from SQLite", collection, exc)
-            actual = -1
-        if actual == expected:
-            return "ok"
-        if actual >= 0:
-            log.warning("vectors: collection %s holds %d vectors, SQLite %d; rebuilding", collection, actual,
-                        expected)
-        await self.rebuild(collection, load)
-        return "rebuilt"
+            try:
+                problems = await self._call("check", {"name": collection})
+                if problems:
+                    log.warning("vectors: the HNSW files of %s are damaged (%s); setting it aside and "
+                                "rebuilding from SQLite", collection, "; ".join(problems))
+                    await self.rebuild(collection, load)
+                    return "rebuilt"
+                actual = await self.count(collection)
+                if actual == expected and expected and not await self._finds_itself(collection, load):
+                    actual = -1
+            except StorageError:
+                raise
+            except Exception as exc:  # a damaged catalogue or a worker that crashes on the collection
+                log.warning("vectors: collection %s fails to open (%s); rebuilding from SQLite", collection, exc)
+                actual = -1
+            if actual == expected:
+                return "ok"
+            if actual >= 0:
+                log.warning("vectors: collection %s holds %d vectors, SQLite %d; rebuilding", collection, actual,
+                            expected)
+            await self.rebuild(collection, load)
+            return "rebuilt"
+        finally:
+            self._ensuring.discard(collection)
+
+    async def _finds_itself(self, collection: str, load: Loader) -> bool:
+        """Query the collection with the first vector SQLite holds for it: it must come back as its own nearest.
+
+        Chroma counts from its catalogue, so a truncated or garbled HNSW file passes ``count``; only a query
+        loads the graph (measured: a truncated ``data_level0.bin`` with the right count).
+        """
+        batches = load()
+        try:
+            ids, vectors, _ = await batches.__anext__()
+        except StopAsyncIteration:
+            return True
+        finally:
+            await batches.aclose()
+        hits = await self.query(collection, vectors[0], 1)
+        if hits and (hits[0][0] == ids[0] or hits[0][1] < 1e-3):
+            return True
+        log.warning("vectors: collection %s does not find its own vector %s (got %s); its HNSW files are "
+                    "damaged", collection, ids[0], hits[:1])
+        return False
 
     async def rebuild(self, collection: str, load: Loader) -> int:
         """Set the collection aside (delete it) and fill it again from ``load()``; returns the vectors written."""
+        self._loaders[collection] = load
         self.set_aside += 1
         try:
             await self.drop(collection)
+        except StorageError:
+            raise
         except Exception:
             log.exception("vectors: dropping %s before its rebuild failed; continuing", collection)
-            self._collections.pop(collection, None)
         written = 0
         async for ids, vectors, metadatas in load():
             await self.upsert(collection, ids, vectors, metadatas)
@@ -177,158 +298,189 @@ class VectorIndex:
         return written
 
     async def list_collections(self) -> list[str]:
-        return await self._run(lambda: [c.name for c in self._client.list_collections()])
+        return list(await self._call("list", {}))
 
     @property
     def max_batch(self) -> int:
         return self._max_batch
 
-    # -- the Chroma thread ----------------------------------------------------------------------------------
+    # -- requests -------------------------------------------------------------------------------------------
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            raise RuntimeError("the vector index is not running")
+    async def _call(self, op: str, args: dict[str, Any], extra_s: float = 0.0) -> Any:
+        if not self._running:
+            raise Unavailable("the vector index is not running")
         self.calls += 1
+        timeout = self.config.store.vectors_timeout_s + extra_s
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            async with self._lock:
+                try:
+                    return await self._request(op, args, timeout)
+                except WorkerLost as exc:
+                    # A crash (or an outside kill) while this request ran: the request itself may be innocent,
+                    # and every op is idempotent, so it is tried once more on a fresh worker.
+                    await self._replace_worker(f"the worker died during {op}: {exc}")
+                try:
+                    return await self._request(op, args, timeout)
+                except WorkerLost as exc:
+                    await self._replace_worker(f"the worker died again during {op}: {exc}")
+                    raise Unavailable(f"the vector index worker died during {op} twice; it was restarted") from exc
+        except StorageError as exc:
+            self.errors += 1
+            self._note_error(exc.message)
+            self.storage.failed(exc)
+            raise
         except Exception:
             self.errors += 1
             raise
+        finally:
+            await self._check_rss()
 
-    def _open(self) -> None:
-        import chromadb
-        from chromadb.config import Settings
-
-        self._thread_ident = threading.get_ident()
-        settings = Settings(anonymized_telemetry=False, allow_reset=False)
-        if self.backend == "chroma-http":
-            self._client = chromadb.HttpClient(host=self.config.store.chroma_host,
-                                               port=self.config.store.chroma_port, settings=settings)
-        else:
-            self.path.mkdir(parents=True, exist_ok=True, mode=0o750)
-            try:
-                self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
-                self._client.list_collections()
-            except Exception as exc:
-                aside = self.path.with_name(f"chroma.broken-{int(time.time())}")
-                log.error("vectors: cannot open %s (%s); moving it to %s and starting an empty index "
-                          "(it is rebuilt from SQLite)", self.path, exc, aside)
-                self._client = None
-                _forget_shared_system(str(self.path))
-                self.path.rename(aside)
-                self.path.mkdir(mode=0o750)
-                self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
-            self._remove_orphan_segment_dirs()
+    async def _request(self, op: str, args: dict[str, Any], timeout: float, respawn: bool = True) -> Any:
+        """Send one request and wait for its reply, under ``self._lock``."""
+        if respawn and (self._worker is None or self._worker.process.poll() is not None):
+            await self._replace_worker("the worker was not running")
+        worker = self._worker
+        assert worker is not None
+        self._request_ids += 1
+        request_id = self._request_ids
+        started = time.perf_counter()
         try:
-            self._max_batch = int(self._client.get_max_batch_size())
-        except Exception:  # older servers: keep the documented default
-            self._max_batch = 5461
+            worker.writer.write(wire.encode_frame({"id": request_id, "op": op, "args": args}))
+            reply = await asyncio.wait_for(self._read_reply(worker), timeout)
+        except asyncio.TimeoutError:
+            self.timeouts += 1
+            message = f"{op} did not finish within {timeout:.1f} s; the worker (pid {worker.pid}) was killed"
+            await self._replace_worker(message)
+            raise Unavailable(f"the vector index is stuck: {message} and restarted; SQLite still holds "
+                              f"everything and the index is checked against it") from None
+        except (ConnectionError, asyncio.IncompleteReadError, BrokenPipeError) as exc:
+            raise WorkerLost(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self.last_request_ms = (time.perf_counter() - started) * 1000
+        if reply.get("id") != request_id:
+            raise WorkerLost(f"reply {reply.get('id')} to request {request_id}")
+        error = reply.get("error")
+        if error is None:
+            if op in ("upsert", "delete", "drop"):
+                self.storage.succeeded()
+            return reply.get("result")
+        kind = error.get("kind", "failed")
+        if kind in ("storage_full", "storage_error"):
+            raise make_storage_error("full" if kind == "storage_full" else "error", self.path.parent,
+                                     f"{error.get('type')}: {error.get('message')}", f"vector index {op}")
+        raise WorkerFailed(kind, str(error.get("type")), str(error.get("message")))
 
-    def _close_client(self) -> None:
-        self._collections.clear()
-        client, self._client = self._client, None
-        if client is not None:
-            try:  # releases the sqlite/HNSW handles of the embedded system (or the HTTP session)
-                client.close()
-            except Exception:
-                log.debug("vectors: closing the Chroma client failed", exc_info=True)
+    @staticmethod
+    async def _read_reply(worker: _Worker) -> dict[str, Any]:
+        (length,) = wire.HEADER.unpack(await worker.reader.readexactly(wire.HEADER.size))
+        return wire.decode_body(await worker.reader.readexactly(length))
 
-    def _collection(self, name: str, create: bool) -> Any:
-        collection = self._collections.get(name)
-        if collection is not None:
-            return collection
-        if create:
-            collection = self._client.get_or_create_collection(name, metadata={"hnsw:space": "cosine"})
-        else:
+    # -- the worker process ---------------------------------------------------------------------------------
+
+    def _settings(self) -> str:
+        store = self.config.store
+        return json.dumps({"backend": self.backend, "path": str(self.path), "host": store.chroma_host,
+                           "port": store.chroma_port})
+
+    async def _spawn(self) -> None:
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "pirag.daemon.store.vector_worker", "--fd", str(child_end.fileno()),
+                 "--settings", self._settings(), "--log-level", self.config.log.level],
+                pass_fds=(child_end.fileno(),), stdin=subprocess.DEVNULL, close_fds=True)
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent_end, limit=wire.MAX_FRAME)
+        self._worker = _Worker(process, reader, writer)
+        try:
+            info = await self._request("open", {}, START_TIMEOUT_S + self.config.store.vectors_timeout_s,
+                                       respawn=False)
+        except WorkerLost as exc:
+            await self._stop_worker(graceful=False)
+            raise Unavailable(f"the vector index worker failed to start: {exc}") from exc
+        except BaseException:
+            await self._stop_worker(graceful=False)
+            raise
+        self._worker_info = info
+        self._max_batch = int(info.get("max_batch", wire.DEFAULT_MAX_BATCH))
+
+    async def _stop_worker(self, graceful: bool) -> None:
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        if graceful and worker.process.poll() is None:
             try:
-                collection = self._client.get_collection(name)
-            except Exception as exc:
-                if _is_not_found(exc):
-                    return None
+                worker.writer.write(wire.encode_frame({"id": 0, "op": "close", "args": {}}))
+                await asyncio.wait_for(self._read_reply(worker), 10.0)
+            except (asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError, OSError):
+                log.warning("vectors: the worker (pid %d) did not close in time; killing it", worker.pid)
+        if worker.process.poll() is None and not graceful:
+            worker.process.kill()
+        worker.writer.close()
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, worker.process.wait, 10.0)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            await loop.run_in_executor(None, worker.process.wait)
+
+    async def _replace_worker(self, reason: str) -> None:
+        """Kill the worker (if alive), start a fresh one, and re-check the known collections against SQLite."""
+        self._note_error(reason)
+        log.error("vectors: %s; restarting the worker", reason)
+        await self._stop_worker(graceful=False)
+        now = time.monotonic()
+        self._recent_restarts = [t for t in self._recent_restarts if now - t < RESTART_WINDOW_S] + [now]
+        await asyncio.sleep(RESTART_BACKOFF_S[min(len(self._recent_restarts), len(RESTART_BACKOFF_S)) - 1])
+        self.restarts += 1
+        await self._spawn()
+        if self._loaders and (self._recovery is None or self._recovery.done()):
+            self._recovery = asyncio.ensure_future(self._recheck_known_collections())
+
+    async def _check_rss(self) -> None:
+        limit_mb = self.config.store.vectors_worker_max_rss_mb
+        worker = self._worker
+        if not limit_mb or worker is None or not self._running:
+            return
+        rss = worker.rss_bytes()
+        if rss <= limit_mb << 20:
+            return
+        async with self._lock:
+            if self._worker is not worker:
+                return
+            log.warning("vectors: the worker's RSS is %d MiB, over store.vectors_worker_max_rss_mb = %d; "
+                        "replacing it", rss >> 20, limit_mb)
+            self.rss_restarts += 1
+            await self._stop_worker(graceful=True)  # a clean close: Chroma flushes, nothing to re-check
+            await self._spawn()
+
+    async def _recheck_known_collections(self) -> None:
+        """After an unplanned restart: count each collection ensure() has seen through its loader, rebuild
+        those that disagree. An upsert the killed worker had half-applied is repaired here."""
+        for collection, load in list(self._loaders.items()):
+            if collection in self._ensuring:
+                continue
+            try:
+                expected = 0
+                async for ids, _, _ in load():
+                    expected += len(ids)
+                outcome = await self.ensure(collection, expected, load)
+                log.info("vectors: after the restart %s is %s", collection, outcome)
+            except asyncio.CancelledError:
                 raise
-        self._collections[name] = collection
-        return collection
+            except Exception as exc:
+                log.warning("vectors: re-checking %s after the restart failed: %s", collection, exc)
 
-    def _upsert_blocking(self, name: str, ids: list[str], vectors: np.ndarray,
-                         metadatas: list[dict[str, Any]] | None) -> None:
-        collection = self._collection(name, create=True)
-        step = self._max_batch
-        for start in range(0, len(ids), step):
-            part = slice(start, start + step)
-            if metadatas is not None:
-                collection.upsert(ids=ids[part], embeddings=vectors[part], metadatas=metadatas[part])
-            else:
-                collection.upsert(ids=ids[part], embeddings=vectors[part])
+    def _note_error(self, message: str) -> None:
+        self.last_error = message
+        self.last_error_at = time.time()
 
-    def _query_blocking(self, name: str, vector: np.ndarray, k: int,
-                        where: dict[str, Any] | None) -> list[tuple[str, float]]:
-        collection = self._collection(name, create=False)
-        if collection is None or k <= 0:
-            return []
-        result = collection.query(query_embeddings=vector.reshape(1, -1), n_results=k, where=where,
-                                  include=["distances"])
-        ids = result["ids"][0] if result["ids"] else []
-        distances = result["distances"][0] if result.get("distances") else [0.0] * len(ids)
-        return [(id_, float(distance)) for id_, distance in zip(ids, distances)]
+    # -- test hooks -----------------------------------------------------------------------------------------
 
-    def _delete_blocking(self, name: str, ids: list[str]) -> None:
-        collection = self._collection(name, create=False)
-        if collection is None:
-            return
-        for start in range(0, len(ids), self._max_batch):
-            collection.delete(ids=ids[start:start + self._max_batch])
-
-    def _count_blocking(self, name: str) -> int:
-        collection = self._collection(name, create=False)
-        return 0 if collection is None else int(collection.count())
-
-    def _drop_blocking(self, name: str) -> None:
-        self._collections.pop(name, None)
-        try:
-            self._client.delete_collection(name)
-        except Exception as exc:
-            if not _is_not_found(exc):
-                raise
-        if self.backend == "chroma":
-            # Chroma's embedded (Rust) frontend keeps a deleted collection's HNSW files open in a cache with
-            # no eviction API (chroma-core/chroma#3296, #3336): about 4 descriptors and the index memory per
-            # dropped collection, until the process ends. Closing and re-opening the client releases them;
-            # the other collections reload lazily on their next query. Safe here: every Chroma call runs on
-            # this one thread.
-            self._close_client()
-            self._open()  # also removes the dropped collection's segment directory (chroma-core/chroma#5259)
-            self.reopens += 1
-
-    def _remove_orphan_segment_dirs(self) -> None:
-        """Remove segment directories that Chroma's catalogue no longer knows (chroma-core/chroma#5259)."""
-        catalogue = self.path / "chroma.sqlite3"
-        if not catalogue.exists():
-            return
-        try:
-            conn = sqlite3.connect(f"file:{catalogue}?mode=ro", uri=True, timeout=5)
-            try:
-                live = {row[0] for row in conn.execute("SELECT id FROM segments")}
-            finally:
-                conn.close()
-        except sqlite3.Error:
-            log.warning("vectors: cannot read Chroma's catalogue; leaving segment directories alone", exc_info=True)
-            return
-        for entry in self.path.iterdir():
-            if entry.is_dir() and _UUID_DIR.match(entry.name) and entry.name not in live:
-                shutil.rmtree(entry, ignore_errors=True)
-                self.dirs_removed += 1
-                log.info("vectors: removed the leftover segment directory %s", entry.name)
-
-
-def _forget_shared_system(identifier: str) -> None:
-    # chromadb caches one System per directory; one that failed to start stays cached and broken
-    # (and its stop() raises), so a fresh client on the same path would inherit it.
-    from chromadb.api.shared_system_client import SharedSystemClient
-
-    SharedSystemClient._identifier_to_system.pop(identifier, None)  # noqa: SLF001
-    SharedSystemClient._identifier_to_refcount.pop(identifier, None)  # noqa: SLF001
-
-
-def _is_not_found(exc: Exception) -> bool:
-    text = f"{type(exc).__name__} {exc}".lower()
-    return "notfound" in text.replace(" ", "") or "does not exist" in text or "not found" in text
+    async def _stall_worker(self, seconds: float) -> None:
+        """Test-only: a request that hangs in the worker like the disk-full upsert did."""
+        await self._call("stall", {"seconds": seconds})

@@ -103,13 +103,14 @@ def test_unopenable_directory_is_set_aside(tmp_path):
     assert list(tmp_path.glob("chroma.broken-*"))
 
 
-def _open_descriptors_under(path) -> int:
+def _open_descriptors_under(path, pid: int) -> int:
+    """Descriptors of process ``pid`` (the index's worker, which holds every Chroma file) under ``path``."""
     import os
 
     count = 0
-    for fd in os.listdir("/proc/self/fd"):
+    for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
         count += str(path) in target
@@ -126,13 +127,16 @@ def test_dropping_collections_releases_their_files(tmp_path):
         try:
             await index.upsert("keeper-docs", ["k"], _vectors(1))
             await index.query("keeper-docs", _vectors(1)[0], 1)
-            baseline = _open_descriptors_under(tmp_path)
+            pid = index.worker_pid
+            baseline = _open_descriptors_under(tmp_path, pid)
+            assert baseline > 0  # the worker, not this process, has the index open
             for round_ in range(6):
                 name = f"churn{round_}-docs"
                 await index.upsert(name, [str(i) for i in range(300)], _vectors(300, seed=round_))
                 assert len(await index.query(name, _vectors(1)[0], 3)) == 3
                 await index.drop(name)
-            assert _open_descriptors_under(tmp_path) <= baseline
+            assert index.worker_pid == pid
+            assert _open_descriptors_under(tmp_path, pid) <= baseline
             assert await index.count("keeper-docs") == 1  # the other collection is intact after the re-opens
             assert index.stats()["reopens_after_drop"] == 6
         finally:
