@@ -8,6 +8,10 @@ standard-library sources cut into ``--doc-kb`` documents (one ``ingest`` request
 again, and a one-file ingest into the ingesting project is timed once the first phase is under way. A pinger
 (10 pings/s on its own connection) measures how promptly the loop answers in every phase. Bounded: each phase
 by its duration, the ingestion by ``--max-duration``.
+
+Before the phases, the floor (``floor.py``): one in-process 2-thread llama-cpp-python query embedding plus one
+in-process Chroma query, measured in a child process on the daemon's model file; the idle 1-client p50 of search,
+recall and remember are reported against it (issue 13: each within 1.3x).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pirag.client import Client
 from pirag.client.errors import PiragError
 from pirag.client.protocol.documents import DocumentIn
 
+from .floor import floor
 from .report import Check, Sample
 from .scenario_base import Outcome, Run, common_checks, scenario_main
 from .scenario_concurrent import cleanup, seed_project
@@ -49,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-loop-lag-ms", type=float, default=10.0, help="check: loop lag p99 during ingestion")
     parser.add_argument("--max-one-file-s", type=float, default=5.0, help="check: one-file ingest during it")
     parser.add_argument("--max-error-rate", type=float, default=0.001)
+    parser.add_argument("--no-floor", action="store_true", help="skip the in-process floor measure")
 
 
 class Pinger:
@@ -116,6 +122,9 @@ def run(run: Run, args: argparse.Namespace) -> Outcome:
                  for n, offset in enumerate(range(0, len(text), step))]
     figures: dict[str, Any] = {"size_mb": args.size_mb, "documents": len(documents),
                                "pure_embedding": pure_embedding(run, text, args.embed_texts)}
+    if not args.no_floor:
+        model = (run.client.status().components or {}).get("embed", {}).get("model") or {}
+        figures["floor"] = floor(model["path"]) if model.get("path") else {"error": "the daemon reports no model"}
     phases: list[dict[str, Any]] = []
     all_samples: list[Sample] = []
 
@@ -186,6 +195,11 @@ def run(run: Run, args: argparse.Namespace) -> Outcome:
             after = during[clients]["ops"].get(op, {}).get("p99_ms")
             ratios[f"{op} {clients}c"] = round(after / before, 2) if before and after else None
     figures["p99_during_vs_idle"] = ratios
+    best = (figures.get("floor") or {}).get("best_p50_ms")
+    if best and counts:
+        idle_ops = idle[counts[0]]["ops"]
+        figures["idle_p50_vs_floor"] = {op: round(idle_ops[op]["p50_ms"] / best, 2) for op in
+                                        ("search_nocache", "recall", "remember") if idle_ops.get(op, {}).get("p50_ms")}
     figures["cleanup"] = cleanup(run, [memory_project, big_project])
 
     checks = common_checks(run, all_samples, args.max_error_rate, None)
