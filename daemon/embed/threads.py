@@ -10,15 +10,13 @@ Imports llama_cpp lazily (only when asked about the build).
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
+
+from ..systemd import cpu_count
 
 
 def available_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return cpu_count()
 
 
 @lru_cache(maxsize=1)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -431,9 +430,3 @@ def items_from_files(files: Iterable[FoundFile]) -> Iterable[SourceItem]:
     for found in files:
         yield SourceItem(source=found.path, real_path=found.real_path, mtime=found.mtime, size=found.size)
 
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
