@@ -205,6 +205,11 @@ class Ingestor:
         batch_queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2)
         loop = asyncio.get_running_loop()
 
+        def stepping_aside() -> bool:
+            if not run.yielded and should_yield is not None and should_yield():
+                run.yielded = True
+            return run.yielded
+
         async def produce() -> None:
             prepared_files = prepared_chunks = 0
             carried, run.carry = run.carry, []
@@ -212,8 +217,7 @@ class Ingestor:
                 for prepared in carried:
                     await prepared_queue.put(prepared)
                 while True:
-                    if should_yield is not None and should_yield():
-                        run.yielded = True
+                    if stepping_aside():
                         break
                     item = next(source_items, None)
                     if item is None:
@@ -251,7 +255,9 @@ class Ingestor:
                     prepared = await prepared_queue.get()
                     if prepared is _DONE:
                         break
-                    if run.yielded:      # stepping aside: a source not begun waits for the next turn, prepared
+                    # The producer runs ahead (up to the queue's size), so the step-aside is decided here too:
+                    # a source not begun waits for the next turn, already prepared.
+                    if stepping_aside():
                         run.carry.append(prepared)
                         continue
                     if not prepared.chunks:  # an empty file is still a source (its hash marks it done)
