@@ -2,7 +2,8 @@
 
 One query = llama-cpp-python embedding the query text with 2 threads (``Llama(embedding=True)``, the daemon's own
 model file) + one query of an in-process Chroma collection (``PersistentClient`` in a temporary directory,
-``vectors`` vectors made by that same model from standard-library paragraphs). That is the yardstick issue 13
+``vectors`` random unit vectors of the model's width: an HNSW query's cost depends on the count, not on what
+the vectors mean, and embedding them first would cost minutes on a busy machine). That is the yardstick issue 13
 sets for remember, recall and fresh-query search (each within 1.3x of it).
 
 It runs in a child process (``python -m pirag.stress.floor``), twice: with libgomp's defaults and with
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .workers import WORDS, stdlib_paragraphs
+from .workers import WORDS
 
 
 def measure(model: str, queries: int, vectors: int, threads: int = 2) -> dict[str, Any]:
@@ -32,9 +33,10 @@ def measure(model: str, queries: int, vectors: int, threads: int = 2) -> dict[st
     from llama_cpp import Llama
 
     llm = Llama(model_path=model, embedding=True, n_threads=threads, n_threads_batch=threads, verbose=False)
-    paragraphs = stdlib_paragraphs(seed=3)[:vectors]
-    matrix = np.array([llm.embed(text[:400], normalize=True) for text in paragraphs], dtype=np.float32)
     rng = np.random.default_rng(7)
+    dims = len(llm.embed("warm up", normalize=True))
+    matrix = rng.standard_normal((vectors, dims)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
     with tempfile.TemporaryDirectory(prefix="floor-", dir="/tmp") as directory:
         client = chromadb.PersistentClient(path=directory, settings=Settings(anonymized_telemetry=False))
         collection = client.create_collection("floor", metadata={"hnsw:space": "cosine"})
