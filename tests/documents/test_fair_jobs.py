@@ -84,18 +84,18 @@ def test_a_short_ingest_overtakes_a_long_one_of_the_same_project(tmp_path, count
                     break
                 await asyncio.sleep(0.01)
             assert embed.texts and not long_run.done()
-            started = time.monotonic()
             short = await asyncio.wait_for(s.call("ingest", IngestArgs(project="garden", documents=documents(
-                "short", 1))), timeout=30)
-            short_s = time.monotonic() - started
+                "short", 1))), timeout=60)
+            # the order is the promise (a timed bound would measure the machine): the long one is still running
             assert short.sources_added == 1 and not long_run.done(), "the short ingest waited for the long one"
+            texts_when_short_done = len(embed.texts)
             long_result = await asyncio.wait_for(long_run, timeout=120)
             assert long_result.sources_added == count and long_result.errors == []
             assert long_result.chunks_total == len(set(embed.texts)) - 1      # every chunk once, none twice
             sources = await s.call("list_sources", ListSourcesArgs(project="garden", limit=200))
             names = {source.source for source in sources.sources}
             assert len(names) == count + 1 and "short/doc0.md" in names
-            assert short_s < 2.0, short_s
+            assert texts_when_short_done < len(embed.texts)       # the long one had work left after it
 
     asyncio.run(scenario())
 
