@@ -161,7 +161,7 @@ class DocumentService:
 
                 await self._ingest_in_turns(run, items, (), None, not_dropped)
             await self._refresh_project(args.project)
-            return self._result(run, "done")
+            return self._result(run, "cancelled" if run.state == "cancelled" else "done")
         found = await self._walk(args.paths)
         if len(found.files) <= INLINE_FILES:
             run = IngestRun(args.project, files_total=len(found.files))
