@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter, deque
 
+RECENT_TICKS = 40    # the loop ticks every 0.25 s: the last ~10 s
+
 
 class LagSampler:
     """The loop's lag: how late a periodic tick wakes up. A blocked loop shows as a large lag."""
@@ -18,10 +20,13 @@ class LagSampler:
         if not self._samples:
             return {"p50_ms": 0.0, "p99_ms": 0.0, "samples": 0}
         ordered = sorted(self._samples)
+        recent = sorted(list(self._samples)[-RECENT_TICKS:])
         return {
             "p50_ms": round(ordered[len(ordered) // 2] * 1000, 3),
             "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 3),
             "samples": len(ordered),
+            "recent_p99_ms": round(recent[min(len(recent) - 1, int(len(recent) * 0.99))] * 1000, 3),
+            "max_ms": round(ordered[-1] * 1000, 3),
         }
 
 

@@ -4,7 +4,8 @@ Starts temporary daemons (``pirag serve`` as a subprocess; this module never imp
 one config key each, on the daemon's own model file, all alive at once, and measures them round by round,
 alternating, keeping the best round of each (machine noise hits them all alike):
 
-  base          the defaults (1 context x all threads on 2 cores, batch_wait_ms=2, flash attention)
+  base          the defaults (one 1-thread context per CPU plus the latency lane, batch_wait_ms=2, flash attention)
+  no-lane       embed.lane = false (small calls go first in the 1-thread contexts' queue)
   no-batching   embed.batch_wait_ms = 0 (no waiting to coalesce concurrent requests)
   contexts-2    embed.contexts = 2, embed.threads_per_context = 1
   no-flash      embed.flash_attn = false
@@ -40,6 +41,7 @@ from .measure import percentile, print_table
 
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "base": {},
+    "no-lane": {"embed": {"lane": False}},
     "no-batching": {"embed": {"batch_wait_ms": 0.0}},
     "contexts-2": {"embed": {"contexts": 2, "threads_per_context": 1}},
     "no-flash": {"embed": {"flash_attn": False}},

@@ -38,6 +38,8 @@ class LatencySummary(msgspec.Struct, kw_only=True):
     p50_ms: float
     p99_ms: float
     samples: int
+    recent_p99_ms: float = 0.0      # over the last RECENT_TICKS ticks (~10 s): what a benchmark phase saw
+    max_ms: float = 0.0
 
 
 class StatusResult(Result):

@@ -3,10 +3,22 @@
 How a call flows::
 
     embed(texts)                    event loop: cache lookups, identical texts folded, one future per call
-      -> _WorkQueue                 two FIFO lanes (small calls first, bulk after); put never blocks the loop
-      -> worker thread x N          one per llama.cpp context: takes texts until the batch token budget is full
-                                    (tokenizing as it goes), encodes the pack in one llama_encode, normalizes
+      -> _WorkQueue                 two FIFO lanes (small calls, bulk); put never blocks the loop
+      -> the latency lane           one context with every CPU's thread, on its own long-lived thread: takes the
+                                    small calls (a query, a fact); bulk contexts pause between packs meanwhile
+      -> bulk worker thread x N     one single-threaded llama.cpp context each: takes texts until the batch token
+                                    budget is full (tokenizing as it goes), encodes the pack in one llama_encode
       -> loop.call_soon_threadsafe  the call's future resolves when its last row is in; the loop caches the rows
+
+The latency lane (``embed.lane``): a lone query on a one-thread context uses one core of N. The lane's context
+has ``lane_threads`` threads (default: all CPUs of the affinity) and a gate: while the lane has work, bulk workers
+start no new pack (waiting at most ``LANE_GATE_MAX_S``, so a stream of queries cannot starve ingestion); a pack
+already running finishes. ggml built with OpenMP makes the lane's threads wait for work in libgomp: its default
+spin-then-sleep made a 2-thread query cost 10x a 1-thread one as soon as the cores were busy, so the engine asks
+for passive waits (``OMP_WAIT_POLICY=passive``, set before llama.cpp is loaded, unless the environment says
+otherwise). The figures behind each choice: ``python -m pirag.daemon.embed.probe`` and
+docs/PERFORMANCE_IMPROVEMENTS.md. Without the lane (or when its context cannot be made) small calls go first in
+the bulk workers' queue, as before.
 
 Micro-batching: a worker takes whatever is queued, up to ``batch_tokens`` tokens and 64 sequences, and runs it at
 once: texts that arrive while a pack is being computed form the next pack, so a lone query never waits. Only when
@@ -26,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -42,18 +55,14 @@ from pirag.client.protocol.embed import EmbedArgs, EmbedResult
 from ..config import EmbedConfig
 from .cache import EmbeddingCache, text_key
 from .fake import ModelInfo
+from .threads import available_cpus, uses_openmp
 
 log = logging.getLogger("pirag.embed")
 
 MAX_SEQUENCES_PER_BATCH = 64
 SMALL_CALL_TEXTS = 4          # calls with at most this many texts (queries) go through the fast lane
-
-
-def available_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+LANE_GATE_MAX_S = 0.05        # longest a bulk worker holds back a pack for the latency lane
+OMP_WAIT_POLICY = "passive"   # libgomp's waits for the lane's threads (probe.py: spinning loses on busy cores)
 
 
 def pool_shape(config: EmbedConfig, cpus: int | None = None) -> tuple[int, int]:
@@ -69,6 +78,23 @@ def pool_shape(config: EmbedConfig, cpus: int | None = None) -> tuple[int, int]:
     threads = config.threads_per_context or 1
     contexts = config.contexts or max(1, cpus // threads)
     return contexts, threads
+
+
+def lane_threads(config: EmbedConfig, cpus: int | None = None) -> int:
+    """Threads of the latency lane's context; 0 when there is no lane."""
+    if not config.lane:
+        return 0
+    return config.lane_threads or cpus or available_cpus()
+
+
+def prefer_passive_waits() -> str:
+    """Ask libgomp for passive waits before llama.cpp (and libgomp) is loaded; returns the policy in force.
+
+    libgomp reads its environment once, when it is loaded: after that a change is ignored, so a process that
+    imported llama_cpp earlier keeps what it had ("unknown"). A policy set in the environment wins."""
+    if "llama_cpp" in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
+        return "unknown (llama.cpp was loaded before the engine)"
+    return os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
 
 
 @dataclass
@@ -116,17 +142,28 @@ class _Item:
     text: str
     call: _Call
     index: int
+    fast: bool = False
     ids: list[int] | None = None
 
 
+FAST, BULK, BOTH = (True, False), (False, True), (True, True)     # which lanes a worker takes from
+
+
 class _WorkQueue:
-    """Two FIFO lanes shared by the worker threads. ``put`` only takes a lock for microseconds (loop-safe)."""
+    """Two FIFO lanes shared by the worker threads, and the latency lane's gate.
+
+    ``put`` only takes a lock for microseconds (loop-safe). The gate is closed from the moment a small call is
+    queued for the latency lane until the lane has nothing left; bulk workers wait on it before each pack."""
 
     def __init__(self) -> None:
         self._fast: deque[_Item] = deque()
         self._bulk: deque[_Item] = deque()
         self._cond = threading.Condition()
+        self._lane_idle = threading.Event()
+        self._lane_idle.set()
+        self.lane = False            # a latency lane takes the fast items (set by the engine)
         self.closed = False
+        self.gate_waits = 0
 
     def __len__(self) -> int:
         return len(self._fast) + len(self._bulk)
@@ -134,23 +171,49 @@ class _WorkQueue:
     def put_many(self, items: Sequence[_Item], fast: bool) -> None:
         with self._cond:
             (self._fast if fast else self._bulk).extend(items)
-            self._cond.notify(len(items))
+            if fast and self.lane:
+                self._lane_idle.clear()
+            self._cond.notify_all() if fast else self._cond.notify(len(items))
 
     def put_back(self, item: _Item) -> None:
         with self._cond:
-            self._fast.appendleft(item) if item.call.remaining <= SMALL_CALL_TEXTS else self._bulk.appendleft(item)
-            self._cond.notify()
+            self._fast.appendleft(item) if item.fast else self._bulk.appendleft(item)
+            self._cond.notify_all()
 
-    def get(self, timeout: float | None) -> _Item | None:
-        """The next item; waits up to ``timeout`` (None: until one comes or the queue closes)."""
+    def get(self, timeout: float | None, lanes: tuple[bool, bool] = BOTH) -> _Item | None:
+        """The next item of ``lanes`` (fast first); waits up to ``timeout`` (None: until one comes or closed)."""
+        fast, bulk = lanes
+
+        def ready() -> bool:
+            return bool((fast and self._fast) or (bulk and self._bulk))
+
         with self._cond:
-            if not self._fast and not self._bulk and timeout != 0:
-                self._cond.wait_for(lambda: self._fast or self._bulk or self.closed, timeout)
-            if self._fast:
+            if not ready() and timeout != 0:
+                self._cond.wait_for(lambda: ready() or self.closed, timeout)
+            if fast and self._fast:
                 return self._fast.popleft()
-            if self._bulk:
+            if bulk and self._bulk:
                 return self._bulk.popleft()
             return None
+
+    def lane_done(self) -> None:
+        """The latency lane finished a pack: open the gate when nothing is left for it."""
+        with self._cond:
+            if not self._fast:
+                self._lane_idle.set()
+
+    def lane_gone(self) -> None:
+        """The latency lane stopped for good: bulk workers take the fast items from now on."""
+        with self._cond:
+            self.lane = False
+            self._lane_idle.set()
+            self._cond.notify_all()
+
+    def wait_for_lane(self) -> None:
+        """Before a bulk pack: hold back while the latency lane has work, at most ``LANE_GATE_MAX_S``."""
+        if not self._lane_idle.is_set():
+            self.gate_waits += 1
+            self._lane_idle.wait(LANE_GATE_MAX_S)
 
     def close(self) -> list[_Item]:
         with self._cond:
@@ -178,6 +241,9 @@ class EmbedEngine:
             use_extra_bufts = config.extra_buffer_types == "on"
         self._use_extra_bufts = use_extra_bufts      # None: llama.cpu_has_amx() decides
         self.contexts, self.threads_per_context = pool_shape(config)
+        self.lane_threads = lane_threads(config)
+        self.omp_wait_policy = ""
+        self.openmp: bool | None = None
         self.model: ModelInfo | None = None
         self._tokenizer: Any = None
         self._llama_model: Any = None
@@ -196,6 +262,8 @@ class EmbedEngine:
         self.calls = 0
         self.failures = 0
         self.context_restarts = 0
+        self.lane_batches = 0
+        self.lane_texts = 0
         self._started = False
         # test hook: called with the token-id lists before each llama_encode
         self._before_encode: Callable[[list[list[int]]], None] | None = None
@@ -208,6 +276,8 @@ class EmbedEngine:
         self._started = True
 
     def _start_blocking(self) -> None:
+        self.omp_wait_policy = prefer_passive_waits() if self.lane_threads > 1 else os.environ.get(
+            "OMP_WAIT_POLICY", "")
         from .importer import FILE_TYPE_NAMES, KEY_CHINESE, KEY_LOWERCASE, KEY_MAX_SEQ, KEY_STRIP_ACCENTS, POOLING_NAMES
         from .importer import sha256_file
         from .llama import LlamaModel
@@ -254,7 +324,11 @@ class EmbedEngine:
         self._tokenizer = BertTokenizer(spec, max_tokens)
         self._batch_tokens = max(self.config.batch_tokens, max_tokens)
         digest = sha256_file(path)
+        self.openmp = uses_openmp()
         contexts = [self._new_context() for _ in range(self.contexts)]
+        lane = self._new_context(self.lane_threads) if self.lane_threads else None
+        if lane is not None:
+            contexts.append(lane)
         for context in contexts:        # warm: the worst-case pack allocates every compute buffer now
             context.embed([self._tokenizer.encode("warm up")] * 2)
             context.embed([[spec.special["[CLS]"]] + [spec.special["[UNK]"]] * (max_tokens - 2)
@@ -264,19 +338,24 @@ class EmbedEngine:
                                max_tokens=max_tokens, pooling=pooling, quantization=quantization,
                                load_s=round(load_s, 3), architecture=architecture)
         self._alive = len(contexts)
+        self._queue.lane = lane is not None
         for number, context in enumerate(contexts):
-            worker = threading.Thread(target=self._work, args=(context,), name=f"pirag-embed-{number}", daemon=True)
+            is_lane = context is lane
+            worker = threading.Thread(target=self._work, args=(context, is_lane), daemon=True,
+                                      name="pirag-embed-lane" if is_lane else f"pirag-embed-{number}")
             worker.start()
             self._workers.append(worker)
         log.info("embedding model %s: %d dims, %s pooling, max %d tokens, %s, %d context(s) x %d thread(s), "
-                 "loaded and warm in %.2f s", self.model.model_id, self.model.dims, self.model.pooling, max_tokens,
-                 self.model.quantization, self.contexts, self.threads_per_context, load_s)
+                 "latency lane %s, OpenMP %s (wait policy %s), loaded and warm in %.2f s", self.model.model_id,
+                 self.model.dims, self.model.pooling, max_tokens, self.model.quantization, self.contexts,
+                 self.threads_per_context, f"{self.lane_threads} thread(s)" if lane is not None else "off",
+                 "yes" if self.openmp else "no", self.omp_wait_policy or "libgomp's default", load_s)
 
-    def _new_context(self) -> Any:
+    def _new_context(self, threads: int | None = None) -> Any:
         from .llama import LlamaContext
 
         return LlamaContext(self._llama_model, batch_tokens=self._batch_tokens,
-                            max_sequences=MAX_SEQUENCES_PER_BATCH, threads=self.threads_per_context,
+                            max_sequences=MAX_SEQUENCES_PER_BATCH, threads=threads or self.threads_per_context,
                             flash_attn=self.config.flash_attn)
 
     async def close(self) -> None:
@@ -328,10 +407,11 @@ class EmbedEngine:
         keys = list(missing)
         call = _Call(loop=loop, future=loop.create_future(), rows=np.empty((len(keys), model.dims), np.float32),
                      remaining=len(keys))
-        items = [_Item(text=missing_text[key], call=call, index=index) for index, key in enumerate(keys)]
+        fast = len(keys) <= SMALL_CALL_TEXTS
+        items = [_Item(text=missing_text[key], call=call, index=index, fast=fast) for index, key in enumerate(keys)]
         self._pending_calls += 1
         try:
-            self._queue.put_many(items, fast=len(items) <= SMALL_CALL_TEXTS)
+            self._queue.put_many(items, fast=fast)
             rows = await call.future
         except asyncio.CancelledError:
             call.fail(errors.Unavailable("cancelled"))   # marks the call done: workers skip its texts
@@ -372,6 +452,10 @@ class EmbedEngine:
             "contexts": self.contexts,
             "contexts_alive": self._alive,
             "threads_per_context": self.threads_per_context,
+            "lane": {"threads": self.lane_threads, "active": self._queue.lane, "batches": self.lane_batches,
+                     "texts": self.lane_texts, "gate_waits": self._queue.gate_waits},
+            "openmp": self.openmp,
+            "omp_wait_policy": self.omp_wait_policy,
             "batch_tokens": self._batch_tokens,
             "flash_attn": self.config.flash_attn,
             "extra_buffer_types": None if self._llama_model is None else self._llama_model.use_extra_bufts,
@@ -390,7 +474,12 @@ class EmbedEngine:
 
     # ---- worker threads ----------------------------------------------------------------------------------
 
-    def _take_batch(self) -> list[_Item] | None:
+    def _lanes(self, is_lane: bool) -> tuple[bool, bool]:
+        if is_lane:
+            return FAST
+        return BULK if self._queue.lane else BOTH
+
+    def _take_batch(self, is_lane: bool = False) -> list[_Item] | None:
         """Items for one pack: blocks for the first, then takes what is queued (bounded wait, bounded tokens)."""
         budget = self._batch_tokens
         batch: list[_Item] = []
@@ -398,11 +487,16 @@ class EmbedEngine:
         deadline: float | None = None
         while len(batch) < MAX_SEQUENCES_PER_BATCH:
             if not batch:
-                item = self._queue.get(timeout=None)
+                if is_lane:
+                    self._queue.lane_done()      # about to wait: the gate must not stay shut for skipped items
+                # a bulk worker that waited for an item re-reads which lanes are its own (the lane may be gone)
+                item = self._queue.get(timeout=None if is_lane else 0.5, lanes=self._lanes(is_lane))
                 if item is None:
-                    return None
+                    if self._queue.closed:
+                        return None
+                    continue
             else:
-                item = self._queue.get(timeout=0)
+                item = self._queue.get(timeout=0, lanes=self._lanes(is_lane))
                 if item is None:
                     # Queue dry: wait briefly only when other calls are pending (they may be about to queue).
                     calls_here = len({id(entry.call) for entry in batch})
@@ -412,7 +506,7 @@ class EmbedEngine:
                     deadline = deadline or now + self._batch_wait_s
                     if now >= deadline:
                         break
-                    item = self._queue.get(timeout=deadline - now)
+                    item = self._queue.get(timeout=deadline - now, lanes=self._lanes(is_lane))
                     if item is None:
                         break
             if item.call.done:
@@ -430,13 +524,18 @@ class EmbedEngine:
             used += len(item.ids)
         return batch
 
-    def _work(self, context: Any) -> None:
+    def _work(self, context: Any, is_lane: bool = False) -> None:
         while True:
-            batch = self._take_batch()
+            batch = self._take_batch(is_lane)
             if batch is None:
                 break
             if not batch:
+                if is_lane:
+                    self._queue.lane_done()
                 continue
+            if not is_lane:
+                # Hold back while the lane runs: its threads need the cores this pack would take.
+                self._queue.wait_for_lane()
             sequences = [item.ids for item in batch]
             try:
                 if self._before_encode is not None:
@@ -448,10 +547,18 @@ class EmbedEngine:
                 failure = errors.InternalError(f"embedding failed: {exc}")
                 for item in batch:
                     item.call.fail(failure)
-                context = self._recreate(context)
+                context = self._recreate(context, self.lane_threads if is_lane else None)
                 if context is None:
+                    if is_lane:
+                        self._queue.lane_gone()
                     return
+                if is_lane:
+                    self._queue.lane_done()
                 continue
+            if is_lane:
+                self._queue.lane_done()
+                self.lane_batches += 1
+                self.lane_texts += len(batch)
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             np.maximum(norms, 1e-12, out=norms)
             vectors /= norms
@@ -462,13 +569,13 @@ class EmbedEngine:
                 item.call.deliver(item.index, vector)
         context.close()
 
-    def _recreate(self, context: Any) -> Any:
+    def _recreate(self, context: Any, threads: int | None = None) -> Any:
         try:
             context.close()
         except Exception:
             log.exception("closing a failed embedding context")
         try:
-            fresh = self._new_context()
+            fresh = self._new_context(threads)
             self.context_restarts += 1
             return fresh
         except Exception:

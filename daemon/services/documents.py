@@ -5,11 +5,15 @@ engine, the ingest pipeline (``ingest.py``) and the searcher (``search.py``), an
 documents area. What it guarantees:
 
 - **Jobs are journaled before they are acknowledged.** An ingestion of more than ``INLINE_FILES`` files is
-  written to ``doc_job`` and only then answered with its id; jobs run one at a time; a job left ``queued``
-  or ``running`` by a crash runs again at the next start and, ingestion being incremental, ends in the
-  state an uninterrupted run would have reached.
+  written to ``doc_job`` and only then answered with its id; a job left ``queued`` or ``running`` by a crash
+  runs again at the next start and, ingestion being incremental, ends in the state an uninterrupted run would
+  have reached.
+- **Fair jobs** (``ingest_jobs.py``): two jobs of different projects run side by side, the smallest queued
+  first (the oldest once it has waited a minute); a long ingestion steps aside between sources for a short
+  one of the same project, so a one-file ingest never waits for a large job to finish.
 - **One writer per project.** Ingestions, source drops and project drops of one project are serialized
-  by a per-project lock, so two pipelines never rewrite the same source at once.
+  by a per-project lock (a long ingestion holds it turn by turn, never in the middle of a source), so two
+  pipelines never rewrite the same source at once.
 - **No stale cache.** Every committed write bumps the project's generation number, which is part of every
   cache key (``query_cache.py``).
 - **Index health.** At start, each project's collection is compared with SQLite's chunk count in the
@@ -38,6 +42,7 @@ from ..config import Config
 from ..store import documents as rows
 from ..store.vectors import VectorIndex
 from .ingest import Ingestor, IngestRun, SourceItem, items_from_files
+from .ingest_jobs import JobQueue, ProjectTurns, QueuedJob
 from .query_cache import QueryCache, normalize_query
 from .search import Searcher
 from .walk import FoundFile, OutsideRoots, resolve_roots, walk
@@ -45,6 +50,8 @@ from .walk import FoundFile, OutsideRoots, resolve_roots, walk
 log = logging.getLogger("pirag.documents")
 
 INLINE_FILES = 8          # path ingestions up to this many files run inline; more become a journaled job
+SHORT_BYTES = 256 << 10   # an ingestion of at most INLINE_FILES sources and this many bytes is short: a long one
+                          # of the same project steps aside for it (ingest_jobs.ProjectTurns)
 REBUILD_BATCH = 2000
 STORAGE_RETRY_S = 10.0    # a job stopped by a full or read-only disk is tried again this often
 
@@ -63,10 +70,13 @@ class DocumentService:
         self.projects: dict[str, rows.ProjectRow] = {}
         self.generations: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._jobs: asyncio.Queue[int] = asyncio.Queue()
+        self._jobs = JobQueue()
+        self._turns = ProjectTurns()
+        self._drops: dict[str, int] = {}          # drop_project calls per project (a long upload checks it)
         self._job_waiters: dict[int, asyncio.Future[IngestResult]] = {}
         self._runs: dict[int, IngestRun] = {}
-        self._current_job: tuple[int, str, asyncio.Task[Any]] | None = None
+        self._running_jobs: dict[int, tuple[str, asyncio.Task[Any]]] = {}
+        self._job_tasks: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[Any]] = []
         self.health: dict[str, str] = {}
         self.searches = 0
@@ -83,12 +93,12 @@ class DocumentService:
         self._tasks.append(asyncio.ensure_future(self._check_index_health()))
         for job_id, project, _ in await self.db.read(rows.unfinished_jobs):
             log.info("documents: resuming ingestion job %d (%s)", job_id, project)
-            self._jobs.put_nowait(job_id)
+            self._jobs.put(job_id, project)
 
     async def close(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._job_tasks]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._job_tasks, return_exceptions=True)
         self._tasks.clear()
         for future in self._job_waiters.values():
             if not future.done():
@@ -100,9 +110,10 @@ class DocumentService:
         self.cache.configure(config.search.cache_entries, config.search.cache_ttl_s)
 
     def stats(self) -> dict[str, Any]:
-        running = self._current_job
+        running = sorted(self._running_jobs)
         return {"projects": len(self.projects), "query_cache": self.cache.stats(), "searches": self.searches,
-                "jobs_queued": self._jobs.qsize(), "job_running": running[0] if running else None,
+                "jobs_queued": len(self._jobs), "job_running": running[0] if running else None,
+                "jobs_running": running,
                 "batch_size": self.ingestor.batch_size, "index_health": dict(self.health),
                 "jobs_paused": dict(self.paused_jobs)}
 
@@ -141,16 +152,27 @@ class DocumentService:
             items = [SourceItem(source=doc.source, data=doc.data, text=None if doc.data is not None else doc.text,
                                 file_type=doc.file_type, mtime=doc.mtime) for doc in args.documents]
             run = IngestRun(args.project, files_total=len(items))
-            async with self._lock(args.project):
-                await self.ingestor.run(args.project, items, run)
+            size = sum(len(doc.data) if doc.data is not None else len(doc.text or "") for doc in args.documents)
+            if len(items) <= INLINE_FILES and size <= SHORT_BYTES:
+                async with self._turns.short(self._lock(args.project), args.project):
+                    await self.ingestor.run(args.project, items, run)
+            else:
+                drops = self._drops.get(args.project, 0)
+
+                async def not_dropped() -> bool:   # asked for before a drop: must not create the project again
+                    return self._drops.get(args.project, 0) == drops
+
+                await self._ingest_in_turns(run, items, (), None, not_dropped)
             await self._refresh_project(args.project)
-            return self._result(run, "done")
+            return self._result(run, "cancelled" if run.state == "cancelled" else "done")
         found = await self._walk(args.paths)
         if len(found.files) <= INLINE_FILES:
             run = IngestRun(args.project, files_total=len(found.files))
             for source, reason in found.skipped:
                 run.skip(source, reason)
-            async with self._lock(args.project):
+            short = sum(found_file.size for found_file in found.files) <= SHORT_BYTES
+            async with self._turns.short(self._lock(args.project), args.project) if short else self._lock(
+                    args.project):
                 await self.ingestor.run(args.project, items_from_files(found.files), run,
                                         prune_dirs=found.directories if args.prune else ())
             await self._refresh_project(args.project)
@@ -159,7 +181,7 @@ class DocumentService:
         job_id = await self.db.write(lambda conn: rows.create_job(conn, args.project, request))
         future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
         self._job_waiters[job_id] = future
-        self._jobs.put_nowait(job_id)
+        self._jobs.put(job_id, args.project, sum(found_file.size for found_file in found.files))
         if args.wait:
             return await asyncio.shield(future)
         return IngestResult(job_id=job_id, state="queued", files_total=len(found.files))
@@ -190,17 +212,41 @@ class DocumentService:
             errors=[Skipped(source=s, reason=r) for s, r in run.errors],
             seconds=round((run.finished_at or time.time()) - run.started_at, 3))
 
+    async def _ingest_in_turns(self, run: IngestRun, items: Any, prune_dirs: Any,
+                               on_batch: Any, may_go_on: Any) -> None:
+        """A long ingestion: the project's lock turn by turn, stepping aside between sources for short ones.
+        ``may_go_on()`` is awaited under the lock before each turn; False ends the ingestion there."""
+        lock = self._lock(run.project)
+        source_items = iter(items)
+        seen: set[str] = set()
+        while True:
+            async with lock:
+                if not await may_go_on():
+                    run.state = "cancelled"
+                    return
+                await self.ingestor.run(run.project, source_items, run, prune_dirs=prune_dirs, on_batch=on_batch,
+                                        should_yield=lambda: self._turns.wanted(run.project), seen=seen)
+            if not run.yielded:
+                return
+
     async def _job_runner(self) -> None:
         while True:
-            job_id = await self._jobs.get()
-            try:
-                await self._run_job(job_id)
-            except asyncio.CancelledError:
-                raise
-            except StorageError as exc:  # even the job's start could not be journaled
-                self._pause_job(job_id, "", exc)
-            except Exception:
-                log.exception("documents: job %d failed", job_id)
+            job = await self._jobs.next()
+            task = asyncio.ensure_future(self._job_slot(job))
+            self._job_tasks.add(task)
+            task.add_done_callback(self._job_tasks.discard)
+
+    async def _job_slot(self, job: QueuedJob) -> None:
+        try:
+            await self._run_job(job.job_id)
+        except asyncio.CancelledError:
+            raise
+        except StorageError as exc:  # even the job's start could not be journaled
+            self._pause_job(job.job_id, job.project, exc)
+        except Exception:
+            log.exception("documents: job %d failed", job.job_id)
+        finally:
+            self._jobs.done(job.job_id)
 
     async def _run_job(self, job_id: int) -> None:
         found_rows = await self.db.read(lambda conn: conn.execute(
@@ -224,7 +270,7 @@ class DocumentService:
             self._finish_waiter(job_id, waiter, run)
             return
         task = asyncio.ensure_future(self._job_body(run, request))
-        self._current_job = (job_id, project, task)
+        self._running_jobs[job_id] = (project, task)
         try:
             await task
             state, error = ("cancelled", "the project was dropped") if run.state == "cancelled" else ("done", "")
@@ -237,7 +283,6 @@ class DocumentService:
             # A full or read-only disk: the job stops after its last committed batch and stays 'running' in the
             # journal (nothing can be written now anyway); it is tried again until the disk takes writes, and
             # resumes like a job after a crash (sources already committed are unchanged and skipped).
-            self._current_job = None
             run.state, run.error = "paused", exc.message
             self._pause_job(job_id, project, exc)
             return
@@ -245,7 +290,7 @@ class DocumentService:
             state, error = "failed", f"{type(exc).__name__}: {exc}"
             run.error = error
         finally:
-            self._current_job = None
+            self._running_jobs.pop(job_id, None)
         run.state = state
         run.finished_at = time.time()
         try:
@@ -274,7 +319,7 @@ class DocumentService:
                 except Exception as exc:  # still failing: the job's own attempt says so
                     log.info("documents: the index of %s is not checked yet: %s", project, exc)
             self.paused_jobs.pop(job_id, None)
-            self._jobs.put_nowait(job_id)
+            self._jobs.put(job_id, project)
 
         self._tasks.append(asyncio.ensure_future(resume()))
 
@@ -286,6 +331,7 @@ class DocumentService:
     async def _job_body(self, run: IngestRun, request: dict[str, Any]) -> None:
         found = await self._walk(request["paths"])
         run.files_total = len(found.files)
+        run.bytes_total = sum(found_file.size for found_file in found.files)
         for source, reason in found.skipped:
             run.skip(source, reason)
 
@@ -293,17 +339,15 @@ class DocumentService:
             rows.update_job(conn, run.job_id, files_total=run.files_total, files_done=run.files_done,
                             chunks_total=max(run.chunks_total, run.chunks_done), chunks_done=run.chunks_done)
 
-        async with self._lock(run.project):
-            # A drop of the project cancels its jobs under this lock: a job that was queued (not current) when
-            # the project was dropped must not create it again.
+        async def still_running() -> bool:
+            # A drop of the project cancels its jobs under the project's lock: a job that was queued (not
+            # running) when the project was dropped must not create it again, nor may its next turn.
             state = await self.db.read(lambda conn: conn.execute(
                 "SELECT state FROM doc_job WHERE id = ?", (run.job_id,)).fetchone())
-            if state is None or state[0] != "running":
-                run.state = "cancelled"
-                return
-            await self.ingestor.run(run.project, items_from_files(found.files), run,
-                                    prune_dirs=found.directories if request.get("prune", True) else (),
-                                    on_batch=journal)
+            return state is not None and state[0] == "running"
+
+        await self._ingest_in_turns(run, items_from_files(found.files),
+                                    found.directories if request.get("prune", True) else (), journal, still_running)
 
     async def _ingest_status(self, args: IngestStatusArgs, ctx: Any) -> IngestStatusResult:
         found = await self.db.read(lambda conn: rows.job_rows(conn, args.job_id, args.limit))
@@ -371,13 +415,15 @@ class DocumentService:
         watch = _component(ctx, "watch")
         if watch is not None:  # its watches first: they would create the project again
             await watch.drop_project(name)
-        current = self._current_job
-        if current is not None and current[1] == name:
-            run = self._runs.get(current[0])
+        self._drops[name] = self._drops.get(name, 0) + 1
+        for job_id, (project_name, task) in list(self._running_jobs.items()):
+            if project_name != name:
+                continue
+            run = self._runs.get(job_id)
             if run is not None:
                 run.state = "cancelled"
-            current[2].cancel()
-            await asyncio.gather(current[2], return_exceptions=True)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         async with self._lock(name):
             project = await self.db.read(lambda conn: rows.get_project(conn, name))
             # Jobs of the project not yet run are cancelled even if it has no rows yet (its first ingestion

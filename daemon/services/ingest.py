@@ -10,7 +10,9 @@
    then one Chroma upsert (and delete of replaced chunks) per batch.
 
 The stages are connected by small bounded queues, so the model is kept busy while the previous batch is
-written. A source whose chunks span batches keeps an empty content hash until its last chunk is committed:
+written. A long run can be asked to step aside (``should_yield``, see ``ingest_jobs.ProjectTurns``): it stops
+taking new sources, finishes the ones it has, and returns with ``run.yielded`` set; called again with the same
+iterator it goes on where it stopped. A source whose chunks span batches keeps an empty content hash until its last chunk is committed:
 an interrupted run leaves it "changed", and running the same job again ends in the same state as a run
 that was never interrupted. ``IngestRun`` holds the figures ``ingest_status`` reports.
 """
@@ -19,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +43,7 @@ MAX_BATCH_CHARS = 2 << 20          # text held by one batch (plus its vectors)
 MIN_BATCH, START_BATCH, MAX_BATCH = 8, 32, 512
 TARGET_BATCH_S = 0.5
 MAX_REPORTED = 200                 # skipped/errors kept in a result
+ETA_WINDOW_S = 30.0                # the ETA uses the rate of the last this many seconds (it changes when jobs share)
 
 
 @dataclass
@@ -53,6 +56,7 @@ class SourceItem:
     text: str | None = None
     file_type: str = ""
     mtime: float | None = None
+    size: int = 0                   # bytes, when known before reading (files found by a walk): the ETA's unit
 
 
 @dataclass
@@ -110,6 +114,11 @@ class IngestRun:
     skipped_count: int = 0
     embed_seconds: float = 0.0
     error: str = ""
+    bytes_total: int = 0
+    bytes_done: int = 0
+    yielded: bool = False           # the last ``Ingestor.run`` stepped aside before the end of its items
+    carry: list[Any] = field(default_factory=list)   # sources prepared but not begun when it did: the next turn's
+    progress: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=256))
 
     def skip(self, source: str, reason: str) -> None:
         self.skipped_count += 1
@@ -124,9 +133,23 @@ class IngestRun:
         elapsed = (self.finished_at or time.time()) - self.started_at
         return self.chunks_done / elapsed if elapsed > 0 else 0.0
 
+    def advance(self, size: int) -> None:
+        """``size`` more bytes of sources are done (ingested, unchanged, skipped or failed)."""
+        self.bytes_done += size
+        self.progress.append((time.monotonic(), self.bytes_done))
+
     def eta(self) -> float | None:
+        """Seconds left: bytes left at the rate of the last ``ETA_WINDOW_S`` (sharing the machine with another job
+        or a short ingestion slows a job down; the ETA follows), else files left at the average rate."""
         if self.state != "running" or not self.files_done:
             return None
+        if self.bytes_total and len(self.progress) >= 2:
+            now = time.monotonic()
+            recent = [sample for sample in self.progress if sample[0] >= now - ETA_WINDOW_S] or [self.progress[-1]]
+            start_t, start_bytes = recent[0] if len(recent) >= 2 else self.progress[0]
+            span, done = now - start_t, self.bytes_done - start_bytes
+            if span > 0 and done > 0:
+                return max(0.0, (self.bytes_total - self.bytes_done) * span / done)
         elapsed = time.time() - self.started_at
         return max(0.0, elapsed / self.files_done * (self.files_total - self.files_done))
 
@@ -164,21 +187,41 @@ class Ingestor:
         return configured or chunking.default_chunk_tokens(self.embed.model.max_tokens)
 
     async def run(self, project: str, items: Iterable[SourceItem], run: IngestRun,
-                  prune_dirs: Iterable[str] = (), on_batch: Callable[[Any], None] | None = None) -> IngestRun:
-        """Ingest ``items`` into ``project``; ``run.files_total`` should be set by the caller."""
+                  prune_dirs: Iterable[str] = (), on_batch: Callable[[Any], None] | None = None,
+                  should_yield: Callable[[], bool] | None = None, seen: set[str] | None = None) -> IngestRun:
+        """Ingest ``items`` into ``project``; ``run.files_total`` should be set by the caller.
+
+        ``should_yield``: looked at before each new source; when it says so the run stops taking sources, finishes
+        those it took and returns with ``run.yielded`` (pass an iterator to go on later). ``seen``: the sources
+        met so far, shared by the turns of one ingestion; pruning happens only in a turn that reached the end."""
         model_id = self.embed.model.model_id
         collection = self.vectors.collection_name(project, "docs")
         project_row = await self.db.write(lambda conn: rows.ensure_project(conn, project, collection))
         known = await self.db.read(lambda conn: rows.source_hashes(conn, project_row.id, model_id))
-        seen: set[str] = set()
+        seen = set() if seen is None else seen
+        source_items: Iterator[SourceItem] = iter(items)
+        run.yielded = False
         prepared_queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
         batch_queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2)
         loop = asyncio.get_running_loop()
 
+        def stepping_aside() -> bool:
+            if not run.yielded and should_yield is not None and should_yield():
+                run.yielded = True
+            return run.yielded
+
         async def produce() -> None:
             prepared_files = prepared_chunks = 0
+            carried, run.carry = run.carry, []
             try:
-                for item in items:
+                for prepared in carried:
+                    await prepared_queue.put(prepared)
+                while True:
+                    if stepping_aside():
+                        break
+                    item = next(source_items, None)
+                    if item is None:
+                        break
                     seen.add(item.source)
                     try:
                         result = await loop.run_in_executor(self._prepare_pool, self._prepare, item,
@@ -187,6 +230,7 @@ class Ingestor:
                         log.warning("ingest %s: %s failed: %s", project, item.source, exc)
                         run.fail(item.source, f"{type(exc).__name__}: {exc}")
                         run.files_done += 1
+                        run.advance(item.size)
                         continue
                     if isinstance(result, str):
                         if result == "unchanged":
@@ -194,6 +238,7 @@ class Ingestor:
                         else:
                             run.skip(item.source, result)
                         run.files_done += 1
+                        run.advance(item.size)
                         continue
                     prepared_files += 1
                     prepared_chunks += len(result.chunks)
@@ -210,6 +255,11 @@ class Ingestor:
                     prepared = await prepared_queue.get()
                     if prepared is _DONE:
                         break
+                    # The producer runs ahead (up to the queue's size), so the step-aside is decided here too:
+                    # a source not begun waits for the next turn, already prepared.
+                    if stepping_aside():
+                        run.carry.append(prepared)
+                        continue
                     if not prepared.chunks:  # an empty file is still a source (its hash marks it done)
                         await batch_queue.put([Piece(prepared, 0, 0, np.zeros((0, 1), np.float32))])
                         continue
@@ -255,7 +305,7 @@ class Ingestor:
                 await asyncio.sleep(0.01)
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        for directory in prune_dirs:
+        for directory in () if run.yielded else prune_dirs:
             vanished = [source for source in await self.db.read(
                 lambda conn, d=directory: rows.sources_under(conn, project_row.id, d)) if source not in seen]
             if vanished:
@@ -380,6 +430,7 @@ class Ingestor:
             await self.vectors.upsert(project.collection, [str(chunk_id) for chunk_id in new_ids],
                                       np.concatenate(vectors))
         for piece in finished:
+            run.advance(piece.prepared.size)
             run.tokens += sum(chunk.tokens for chunk in piece.prepared.chunks)
             if piece.prepared.changed:
                 run.updated += 1
@@ -390,11 +441,5 @@ class Ingestor:
 
 def items_from_files(files: Iterable[FoundFile]) -> Iterable[SourceItem]:
     for found in files:
-        yield SourceItem(source=found.path, real_path=found.real_path, mtime=found.mtime)
+        yield SourceItem(source=found.path, real_path=found.real_path, mtime=found.mtime, size=found.size)
 
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1

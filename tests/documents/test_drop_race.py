@@ -18,15 +18,16 @@ def test_queued_job_of_a_dropped_project_does_not_recreate_it(tmp_path):
     async def scenario():
         s = Stack(make_config(tmp_path / "state", ingest={"allowed_roots": [str(data)]}))
         async with s:
+            s.documents._jobs.slots = 1               # one job at a time: the second stays queued
             held = s.documents._lock("first")
-            await held.acquire()                      # the first job runs but waits: the second stays queued
+            await held.acquire()                      # the first job runs but waits
             first = await s.call("ingest", IngestArgs(project="first", paths=[str(data)]))
             second = await s.call("ingest", IngestArgs(project="doomed", paths=[str(data)]))
             for _ in range(200):
-                if s.documents._current_job is not None:
+                if s.documents._running_jobs:
                     break
                 await asyncio.sleep(0.01)
-            assert s.documents._current_job[0] == first.job_id
+            assert list(s.documents._running_jobs) == [first.job_id]
             dropped = await s.call("drop_project", DropProjectArgs(project="doomed"))
             assert not dropped.dropped
             held.release()

@@ -13,14 +13,15 @@ from pirag.client import errors
 from pirag.client.protocol.embed import EmbedArgs
 from pirag.daemon.config import Config, EmbedConfig
 from pirag.daemon.embed import FakeEmbedder, build_embedder
-from pirag.daemon.embed.engine import EmbedEngine, pool_shape
+from pirag.daemon.embed.engine import EmbedEngine, lane_threads, pool_shape
 
 from .texts import docstring_texts
 
 
 async def _started(path, **config) -> EmbedEngine:  # noqa: ANN001
-    # One context unless a test asks for more: the failure-path tests count contexts and restarts.
+    # One context and no latency lane unless a test asks: the failure-path tests count contexts and restarts.
     config.setdefault("contexts", 1)
+    config.setdefault("lane", False)
     engine = EmbedEngine(EmbedConfig(model=str(path), **config))
     await engine.start()
     return engine
@@ -206,3 +207,79 @@ def test_pool_shape_defaults_and_fake_selection() -> None:
     assert isinstance(real, EmbedEngine) and real.model is None
     with pytest.raises(FileNotFoundError):
         asyncio.run(real.start())
+
+
+def test_latency_lane_takes_small_calls_and_bulk_waits_for_it_boundedly(gguf_models) -> None:  # noqa: ANN001
+    texts = docstring_texts(12)
+
+    async def scenario() -> None:
+        engine = await _started(gguf_models["q8_0"], lane=True, lane_threads=2, cache_entries=0)
+        try:
+            assert {worker.name for worker in engine._workers} == {"pirag-embed-0", "pirag-embed-lane"}
+            bulk = await engine.embed(texts)                        # 12 texts: the bulk context, not the lane
+            assert engine.stats()["lane"]["texts"] == 0
+            lone = np.concatenate([await engine.embed([text]) for text in texts[:3]])
+            lane = engine.stats()["lane"]
+            assert lane["threads"] == 2 and lane["active"] and lane["texts"] == 3
+            assert ((lone * bulk[:3]).sum(axis=1) > 0.999).all()   # same vectors whichever context made them
+
+            # Hold the lane inside its encode: a bulk call waits at the gate, then runs anyway (bounded).
+            held, release = threading.Event(), threading.Event()
+
+            def hold_lane(sequences: list[list[int]]) -> None:
+                if threading.current_thread().name == "pirag-embed-lane":
+                    held.set()
+                    release.wait(10)
+
+            engine._before_encode = hold_lane
+            query = asyncio.create_task(engine.embed(["a query held in the lane"]))
+            assert await asyncio.to_thread(held.wait, 10)
+            waits = engine.stats()["lane"]["gate_waits"]
+            started = time.perf_counter()
+            await asyncio.wait_for(engine.embed(docstring_texts(26)[20:]), timeout=30)
+            assert engine.stats()["lane"]["gate_waits"] > waits
+            assert not query.done() and time.perf_counter() - started >= 0.04   # it did wait for the lane
+            release.set()
+            assert (await asyncio.wait_for(query, timeout=30)).shape == (1, 384)
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_lane_hands_small_calls_to_the_bulk_contexts(gguf_models) -> None:  # noqa: ANN001
+    async def scenario() -> None:
+        engine = await _started(gguf_models["q8_0"], lane=True, lane_threads=2, cache_entries=0)
+        try:
+            make_context = engine._new_context
+
+            def lane_fails(sequences: list[list[int]]) -> None:
+                if threading.current_thread().name == "pirag-embed-lane":
+                    raise RuntimeError("lane context lost")
+
+            def no_lane_context(threads: int | None = None) -> object:
+                if threads == engine.lane_threads:
+                    raise RuntimeError("cannot create the lane context")
+                return make_context(threads)
+
+            engine._before_encode = lane_fails
+            engine._new_context = no_lane_context
+            with pytest.raises(errors.InternalError, match="lane context lost"):
+                await asyncio.wait_for(engine.embed(["fails in the lane"]), timeout=30)
+            for _ in range(200):
+                if not engine.stats()["lane"]["active"]:
+                    break
+                await asyncio.sleep(0.01)
+            assert not engine.stats()["lane"]["active"] and engine.stats()["contexts_alive"] == 1
+            vectors = await asyncio.wait_for(engine.embed(["served by the bulk context"]), timeout=30)
+            assert vectors.shape == (1, 384)
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_lane_threads_follow_the_affinity_unless_configured() -> None:
+    assert lane_threads(EmbedConfig(), cpus=4) == 4
+    assert lane_threads(EmbedConfig(lane_threads=2), cpus=4) == 2
+    assert lane_threads(EmbedConfig(lane=False), cpus=4) == 0
