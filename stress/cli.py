@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "anomaly-detection": ("scenario_anomaly", "scenario: inject faults, detect them with robust statistics"),
     "quick": ("scenario_quick", "all six scenarios, small (CI); `all` runs them at default size"),
     "all": ("scenario_all", "all six scenarios at default size (--quick: small)"),
+    "quality": ("quality", "retrieval quality (LoCoMo, code search, identifiers) per mode, R@k / MRR / p50"),
     "compare": ("compare", "pirag vs llama-cpp-python (naive, server), Chroma's server, sentence-transformers, echo"),
 }
 

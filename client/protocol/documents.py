@@ -6,7 +6,7 @@ ranks. Project names are free text. Times are Unix seconds.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -99,6 +99,7 @@ class SearchArgs(Args):
     ingested_before: float | None = None
     max_chars: Annotated[int, msgspec.Meta(ge=0)] = 0                     # 0: no budget
     use_cache: bool = True
+    mode: Literal["hybrid", "vector", "keyword"] = "hybrid"               # one side only: for measuring
 
 
 class SearchHit(msgspec.Struct, kw_only=True):
