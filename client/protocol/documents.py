@@ -197,7 +197,7 @@ INGEST = define_op("ingest", IngestArgs, IngestResult, idempotent=True,
 INGEST_STATUS = define_op("ingest_status", IngestStatusArgs, IngestStatusResult, idempotent=True,
                           summary="Progress of ingestion jobs: files and chunks done/total, rate, ETA, errors.")
 SEARCH = define_op("search", SearchArgs, SearchResult, idempotent=True,
-                   summary="Hybrid search (vector + BM25, reciprocal rank fusion) over one, several or all projects.")
+                   summary="Hybrid search (vector + BM25, score-aware fusion) over one, several or all projects.")
 LIST_PROJECTS = define_op("list_projects", ListProjectsArgs, ListProjectsResult, idempotent=True,
                           summary="Projects with their sources, chunks, bytes and last ingest time.")
 DROP_PROJECT = define_op("drop_project", DropProjectArgs, DropProjectResult, idempotent=True,

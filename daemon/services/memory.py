@@ -6,7 +6,7 @@ It composes the SQLite pool (the truth: rows, FTS5, vectors), the embedding engi
   near-duplicates (cosine >= ``memory.near_duplicate_threshold``) are reported and, with
   ``memory.merge_near_duplicates``, merged into the closest one (its old version kept in the history).
   The reply is sent once the row (with its vector) is committed; the index is updated right after.
-- **recall**: the vector side and BM25 over FTS5, fused with reciprocal rank fusion, with project, tag
+- **recall**: the vector side and BM25 over FTS5, fused by the retrieval core (``hybrid``), with project, tag
   (any/all) and time filters; results are cached per project generation.
 - **forget** deletes the row, its history and tags, its FTS entry (trigger), its vector in the index, and
   every cached result.

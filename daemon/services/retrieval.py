@@ -7,9 +7,11 @@
    and the filters), its true cosine similarity (a keyword-only candidate's vector is read from SQLite) and its
    true BM25 (the same FTS5 expression, restricted to the candidates' rowids), and whether the query occurs in
    it as typed (a phrase). So both signals are known for the whole pool, not only for what each side ranked.
-3. **Score-aware fusion** (``fuse``): ``score = w * sim_n + (1 - w) * bm25_n + phrase``, where ``sim_n`` is the
-   similarity min-max scaled over the pool, ``bm25_n`` the BM25 divided by the pool's best, and ``phrase`` a
-   bonus for an item holding the query word for word. ``w`` is per kind of item (``Weights``). Reciprocal rank
+3. **Score-aware fusion** (``fuse``): ``score = w * sim_n + (1 - w) * bm25_n + phrase``, where
+   ``sim_n = (sim - low) / (1 - low)`` is how far the similarity rises above the pool's lowest, as a share of
+   what is left up to a perfect match (min-max scaling would blow a flat spread such as 0.30-0.33 up to 0-1),
+   ``bm25_n`` the BM25 divided by the pool's best, and ``phrase`` a bonus for an item holding the query word
+   for word. ``w`` is per kind of item (``Weights``). Reciprocal rank
    fusion, used before, threw the scores away: a chunk that was keyword rank 1 and absent from the vector list
    scored 1/61 and lost to chunks both sides ranked weakly.
 4. **Budget**: ``within_budget`` keeps results in order until a character budget is spent.
@@ -38,13 +40,13 @@ class Weights:
     phrase: float = 0.15   # added when the item holds the query as typed
 
 
-# Chosen on the benchmark (docs/RETRIEVAL.md): conversation turns are short, so a word they share with the
-# question weighs much (BM25 finds names and rare nouns); code chunks are long and a question about code rarely
-# uses the code's own words, so meaning weighs more there.
+# Chosen on the benchmark (docs/RETRIEVAL.md): on LoCoMo dev w = 0.5-0.7 is a plateau (R@5 0.64-0.65 for
+# episodes); BM25's half still decides wherever the similarities are close, which is where names, dates and
+# identifiers matter.
 WEIGHTS: dict[str, Weights] = {
-    "chunks": Weights(vector=0.6),
-    "facts": Weights(vector=0.5),
-    "episodes": Weights(vector=0.5),
+    "chunks": Weights(vector=0.7),
+    "facts": Weights(vector=0.7),
+    "episodes": Weights(vector=0.7),
 }
 
 
@@ -78,14 +80,13 @@ def fuse(vector_hits: Sequence[tuple[Any, float]], keyword_hits: Sequence[tuple[
     pool = [key for key in dict.fromkeys([*vector_rank, *keyword_rank]) if key in completed.rows]
     if not pool:
         return []
-    sims = [similarity[key] for key in pool if key in similarity]
-    low, high = (min(sims), max(sims)) if sims else (0.0, 0.0)
-    spread = high - low
+    low = min((similarity[key] for key in pool if key in similarity), default=0.0)
+    headroom = 1.0 - low
     best_bm25 = max((bm25.get(key, 0.0) for key in pool), default=0.0)
     scored: list[Scored] = []
     for key in pool:
         sim = similarity.get(key)
-        sim_n = ((sim - low) / spread if spread > 0 else 1.0) if sim is not None else 0.0
+        sim_n = ((sim - low) / headroom if headroom > 0 else 1.0) if sim is not None else 0.0
         bm_n = bm25.get(key, 0.0) / best_bm25 if best_bm25 > 0 else 0.0
         if mode == "vector":
             score = sim if sim is not None else -1.0

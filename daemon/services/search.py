@@ -1,14 +1,15 @@
-"""Hybrid search over document chunks: vector (Chroma) and keyword (SQLite FTS5, BM25) fused by RRF.
+"""The document-chunk sides of hybrid search: vector (Chroma) and keyword (SQLite FTS5, BM25), fused by the core.
 
 - **Vector**: the query is embedded once; each searched project's collection returns its nearest chunks;
   candidates from several projects are merged by distance. With a filter (path glob, file type, ingest
   time) the filter is applied in SQLite first and, while the matching set is small, the vectors of exactly
   those chunks are scored with numpy (exact, and no Chroma ``where`` slow path); a large matching set asks
   Chroma for more candidates and filters them.
-- **Keyword**: FTS5 ``MATCH`` over chunk text and heading (any query word), ranked by ``bm25`` inside the
+- **Keyword**: FTS5 ``MATCH`` over chunk text, heading and identifier parts (any query word), ranked by BM25 inside the
   index; the ranked set is bounded (``keyword_expression``: rarest words first) so that common words cannot make
   one query cost the whole corpus; only the best rows are joined, filtered by project and filters.
-- **Fusion**: reciprocal rank fusion, ``score = sum(1 / (rrf_k + rank))`` over both lists.
+- **Fusion** and the char budget: the retrieval core (``services/retrieval.py``), which this module feeds with
+  its two sides and the read that completes their candidates (``_complete``).
 - **Isolation**: every SQL statement names the searched projects' ids, every vector query goes to the
   searched projects' collections only: a project never leaks into another's results.
 """
