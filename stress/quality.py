@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                 elif task == "identifiers" or (task == "phrase" and "identifiers" not in tasks):
                     report["tasks"]["identifiers"], report["tasks"]["phrase"] = exact(client, args.tag, modes)
                 print(f"# {task}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+                if task in report["tasks"]:
+                    print(table({"tasks": {task: report["tasks"][task]}}), file=sys.stderr, flush=True)
             if not args.keep:
                 projects = {project.name for project in client.list_projects().projects}
                 projects |= {f"{args.tag}-locomo-{conversation.id}" for conversation in conversations}

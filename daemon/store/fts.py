@@ -85,7 +85,7 @@ def add_idents_column(conn: Any, *, table: str, rowid: str, text: str, fts: str,
     new = ", ".join(f"new.{name}" for name in names)
     old = ", ".join(f"old.{name}" for name in names)
     conn.execute(f"CREATE VIRTUAL TABLE {fts} USING fts5 ({listed}, content='{table}', content_rowid='{rowid}',"
-                 f" tokenize='unicode61 remove_diacritics 2')")
+                 f" tokenize='porter unicode61 remove_diacritics 2')")
     insert = f"INSERT INTO {fts} (rowid, {listed}) VALUES (new.{rowid}, {new});"
     delete = f"INSERT INTO {fts} ({fts}, rowid, {listed}) VALUES ('delete', old.{rowid}, {old});"
     conn.execute(f"CREATE TRIGGER {fts}_insert AFTER INSERT ON {table} BEGIN {insert} END")
