@@ -143,7 +143,7 @@ class VectorSide:
         """The ``k`` most similar ids passing ``where`` (which already names ``projects``), with similarities.
 
         ``verify=False`` leaves out the check of the index's hits against SQLite (rows gone, filters): the
-        caller does it in a read it makes anyway (``store.rows_for_ids``); hits are then best first but may be
+        caller does it in a read it makes anyway (``store.complete_pool``, ``store.rows_for_ids``); hits are then best first but may be
         more than ``k`` (the index's and the not yet indexed vectors' candidates together)."""
         self._last_activity = time.monotonic()
         if where.selective or self.vectors is None:

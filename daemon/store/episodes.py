@@ -16,11 +16,10 @@ import numpy as np
 from pirag.client.protocol.memory import Episode, SessionInfo
 
 from . import fts
-from .migrations import PREVIOUS_EPISODE
 from .facts import (
-    Filter, blob_vector, complete, decode_cursor, encode_cursor, exact_candidates, ranked_keyword_search, select_by_ids,
-    vector_blob,
+    Filter, blob_vector, complete, decode_cursor, encode_cursor, exact_candidates, ranked_keyword_search, vector_blob,
 )
+from .migrations import PREVIOUS_EPISODE
 
 EPISODE_COLUMNS = ("e.seq", "e.id", "e.session", "e.project", "e.kind", "e.role", "e.content", "e.ts",
                    "e.metadata")
@@ -96,11 +95,6 @@ def complete_pool(conn: sqlite3.Connection, ids: Sequence[str], where: Filter, q
     """``facts.complete`` for episodes."""
     return complete(conn, columns=_SELECT, table="episode e", alias="e", fts_table="episode_fts", convert=_episode,
                     ids=ids, where=where, query=query, missing=missing, model_id=model_id)
-
-
-def rows_for_ids(conn: sqlite3.Connection, ids: Sequence[str], where: Filter) -> dict[str, Episode]:
-    """The episodes among ``ids`` that still exist and pass ``where``."""
-    return select_by_ids(conn, f"SELECT {_SELECT} FROM episode e", "e", ids, where, _episode)
 
 
 def candidate_vectors(conn: sqlite3.Connection, where: Filter, model_id: str,

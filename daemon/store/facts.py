@@ -337,16 +337,13 @@ def complete(conn: sqlite3.Connection, *, columns: str, table: str, alias: str, 
     rows: dict[str, Any] = {}
     seq_of: dict[int, str] = {}
     blobs: dict[str, bytes] = {}
-    unique = list(dict.fromkeys(ids))
-    for start in range(0, len(unique), 500):
-        part = unique[start:start + 500]
-        for row in conn.execute(f"SELECT {columns}, {alias}.model_id, {alias}.vector FROM {table} WHERE {alias}.id "
-                                f"IN ({','.join('?' * len(part))}) AND {where.sql_by_id}", [*part, *where.params]):
-            seq, key, row_model, blob = row[0], row[1], row[-2], row[-1]
-            rows[key] = convert(row[:-2])
-            seq_of[seq] = key
-            if key in missing and row_model == model_id and blob is not None:
-                blobs[key] = blob
+    raw = select_by_ids(conn, f"SELECT {columns}, {alias}.model_id, {alias}.vector FROM {table}", alias, ids, where,
+                        tuple)
+    for key, row in raw.items():
+        rows[key] = convert(row[:-2])
+        seq_of[row[0]] = key
+        if key in missing and row[-2] == model_id and row[-1] is not None:
+            blobs[key] = row[-1]
     words = query_words(query)
     bm25, phrased = fts.scores_for_rowids(conn, fts_table, fts_match(words) if words else "", fts.phrase_of(query),
                                           list(seq_of))
