@@ -47,7 +47,7 @@ from ..store.sqlite_pool import Database
 from ..timerange import TimeRange, parse_time_range, zone_from_config
 from .episodes import Episodes
 from .recall import RecallCache, VectorSide
-from .retrieval import WEIGHTS, Completed, Scored, retrieve, similarities
+from .retrieval import KEYWORD_SCORED, WEIGHTS, Completed, Scored, retrieve, similarities
 
 log = logging.getLogger("pirag.memory")
 
@@ -459,7 +459,7 @@ async def hybrid(memory: MemoryService, side: VectorSide, rows: Any, query: str,
                  where: Filter, fetch: int, k: int) -> list[tuple[Any, Scored]]:
     """A query through the retrieval core (``services/retrieval.py``) for facts or episodes (``rows`` is their
     store module): the keyword side (a read) runs while the query is embedded and the index searched; one more
-    read completes the pool (rows, similarities, BM25, phrase). Returns the best ``k`` (row, score)."""
+    read completes the pool (rows, similarities). Returns the best ``k`` (row, score)."""
     model_id = memory.model_id
 
     async def vector_side() -> tuple[np.ndarray, list[tuple[str, float]]]:
@@ -467,11 +467,12 @@ async def hybrid(memory: MemoryService, side: VectorSide, rows: Any, query: str,
         return vector, await side.search(projects, vector, fetch, where, model_id, verify=False)
 
     def complete(conn: Any, pool: list[str], query_vector: np.ndarray | None, missing: set[str]) -> Completed[str]:
-        found, blobs, bm25, phrase = rows.complete_pool(conn, pool, where, query, missing, model_id)
+        found, blobs = rows.complete_pool(conn, pool, where, missing, model_id)
         near = similarities(list(blobs), list(blobs.values()), query_vector) if query_vector is not None else {}
-        return Completed(rows=found, similarity=near, bm25=bm25, phrase=phrase)
+        return Completed(rows=found, similarity=near)
 
-    ranked, completed = await retrieve(memory.db, mode, vector_side,
-                                       lambda conn: rows.keyword_search(conn, query, where, fetch), complete,
-                                       WEIGHTS[side.kind])
+    ranked, completed = await retrieve(
+        memory.db, mode, fetch, query, vector_side,
+        lambda conn: rows.keyword_search(conn, query, where, fetch * KEYWORD_SCORED), complete,
+        lambda row: row.content, WEIGHTS[side.kind])
     return [(completed.rows[item.key], item) for item in ranked[:k]]

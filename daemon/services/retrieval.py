@@ -4,9 +4,11 @@
    of SQLite's vectors under a selective filter) runs beside the keyword side (FTS5 BM25 over the text and its
    identifier parts, ``store/fts.py``). Each brings ``fetch`` candidates.
 2. **One read completes them.** For every candidate of either side: its row (checked against SQLite, the truth,
-   and the filters), its true cosine similarity (a keyword-only candidate's vector is read from SQLite) and its
-   true BM25 (the same FTS5 expression, restricted to the candidates' rowids), and whether the query occurs in
-   it as typed (a phrase). So both signals are known for the whole pool, not only for what each side ranked.
+   and the filters) and its true cosine similarity (a keyword-only candidate's vector is read from SQLite). Its
+   BM25 comes from the keyword side, which scores four times as many rows as it proposes (FTS5 scores every
+   match to order them anyway), so a vector-only candidate gets its own BM25 too unless it ranks below those.
+   Whether the candidate's text holds the query as typed (a phrase) is checked on the text itself.
+   So both signals are known for the whole pool, not only for what each side ranked.
 3. **Score-aware fusion** (``fuse``): ``score = w * sim_n + (1 - w) * bm25_n + phrase``, where
    ``sim_n = (sim - low) / (1 - low)`` is how far the similarity rises above the pool's lowest, as a share of
    what is left up to a perfect match (min-max scaling would blow a flat spread such as 0.30-0.33 up to 0-1),
@@ -29,7 +31,10 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from ..store.fts import phrase_pattern
+
 Key = TypeVar("Key", bound=Hashable)
+KEYWORD_SCORED = 4    # the keyword side scores this many times ``fetch`` rows (see ``retrieve``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,25 +106,35 @@ def fuse(vector_hits: Sequence[tuple[Any, float]], keyword_hits: Sequence[tuple[
     return scored
 
 
-async def retrieve(db: Any, mode: str, vector_side: Callable[[], Awaitable[tuple[Any, list[tuple[Any, float]]]]],
+async def retrieve(db: Any, mode: str, fetch: int, query: str,
+                   vector_side: Callable[[], Awaitable[tuple[Any, list[tuple[Any, float]]]]],
                    keyword_side: Callable[[Any], list[tuple[Any, float]]],
                    complete: Callable[[Any, list[Any], Any, set[Any]], Completed[Any]],
-                   weights: Weights) -> tuple[list[Scored], Completed[Any]]:
-    """Steps 1-3 for one query: ``vector_side()`` embeds the query and returns (query vector, hits);
-    ``keyword_side(conn)`` and ``complete(conn, pool, query vector, keys without a similarity)`` run on a
-    reader. Returns the fused ranking and the completed rows."""
+                   text_of: Callable[[Any], str], weights: Weights) -> tuple[list[Scored], Completed[Any]]:
+    """Steps 1-3 for one query. ``vector_side()`` embeds the query and returns (query vector, hits);
+    ``keyword_side(conn)`` returns (key, BM25) best first, up to ``KEYWORD_SCORED * fetch`` of them: the first
+    ``fetch`` are candidates, the rest only lend their BM25 to vector candidates (ranking them cost FTS5 nothing
+    more: it scores every match to order them). ``complete(conn, pool, query vector, keys without a similarity)``
+    runs on a reader; ``text_of(row)`` is the text the phrase is looked for in."""
     keyword = asyncio.ensure_future(db.read(keyword_side)) if mode != "vector" else None
     try:
         query_vector, vector_hits = (await vector_side()) if mode != "keyword" else (None, [])
-        keyword_hits: list[tuple[Any, float]] = await keyword if keyword is not None else []
+        scored_keywords: list[tuple[Any, float]] = await keyword if keyword is not None else []
     except BaseException:
         if keyword is not None:
             keyword.cancel()
         raise
+    keyword_hits = scored_keywords[:fetch]
     with_similarity = {key for key, _ in vector_hits}
     pool = list(dict.fromkeys([*with_similarity, *(key for key, _ in keyword_hits)]))
     missing = {key for key in pool if key not in with_similarity} if query_vector is not None else set()
     completed = await db.read(lambda conn: complete(conn, pool, query_vector, missing))
+    # A vector candidate below the widest keyword list (or matching no word) counts as BM25 0: its true BM25 is
+    # at most that list's last, a small share of the best.
+    completed.bm25 = dict(scored_keywords)
+    pattern = phrase_pattern(query) if mode == "hybrid" else None
+    if pattern is not None:
+        completed.phrase = {key for key, row in completed.rows.items() if pattern.search(text_of(row))}
     return fuse(vector_hits, keyword_hits, completed, weights, mode), completed
 
 

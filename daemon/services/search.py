@@ -28,7 +28,7 @@ from pirag.client.protocol.documents import SearchArgs, SearchHit, SearchResult
 
 from ..store import documents as rows
 from ..store import fts
-from .retrieval import WEIGHTS, Completed, retrieve, similarities, within_budget
+from .retrieval import KEYWORD_SCORED, WEIGHTS, Completed, retrieve, similarities, within_budget
 from .walk import match_glob
 
 EXACT_LIMIT = 20_000       # filtered sets up to this size are scored exactly from SQLite's vectors
@@ -71,12 +71,12 @@ class Searcher:
 
         def complete(conn: sqlite3.Connection, pool: list[int], query_vector: np.ndarray | None,
                      missing: set[int]) -> Completed[int]:
-            return _complete(conn, args.query, pool, project_ids, query_vector, missing, model_id)
+            return _complete(conn, pool, project_ids, query_vector, missing, model_id)
 
         ranked, completed = await retrieve(
-            self.db, args.mode, vector_side,
-            lambda conn: self._keyword_ranks(conn, args, project_ids, candidates, filtered), complete,
-            WEIGHTS["chunks"])
+            self.db, args.mode, candidates, args.query, vector_side,
+            lambda conn: self._keyword_ranks(conn, args, project_ids, candidates * KEYWORD_SCORED, filtered),
+            complete, lambda row: row[3], WEIGHTS["chunks"])
         ranked = ranked[:k]
         names = {project.id: project.name for project in projects}
         texts = [completed.rows[item.key][3] for item in ranked]
@@ -247,10 +247,10 @@ def _filter_ids(conn: sqlite3.Connection, args: SearchArgs, chunk_ids: list[int]
     return allowed
 
 
-def _complete(conn: sqlite3.Connection, query: str, pool: list[int], project_ids: list[int],
-              query_vector: np.ndarray | None, missing: set[int], model_id: str) -> Completed[int]:
-    """The retrieval core's step 2 for chunks: rows of the pool (of the searched projects only), the stored
-    vectors' similarity for the chunks the vector side did not bring, every chunk's BM25 and phrase match."""
+def _complete(conn: sqlite3.Connection, pool: list[int], project_ids: list[int], query_vector: np.ndarray | None,
+              missing: set[int], model_id: str) -> Completed[int]:
+    """The retrieval core's step 2 for chunks: rows of the pool (of the searched projects only) and the stored
+    vectors' similarity for the chunks the vector side did not bring."""
     if not pool:
         return Completed(rows={})
     marks = ",".join("?" * len(pool))
@@ -271,8 +271,4 @@ def _complete(conn: sqlite3.Connection, query: str, pool: list[int], project_ids
         stored = conn.execute(f"SELECT chunk_id, vector FROM doc_vector WHERE chunk_id IN ({','.join('?' * len(keys))})",
                               keys).fetchall()
         keys, blobs = [row[0] for row in stored], [row[1] for row in stored]
-    terms = fts_terms(query)
-    bm25, phrase = fts.scores_for_rowids(conn, "doc_chunk_fts", fts.match_any(terms) if terms else "",
-                                         fts.phrase_of(query), list(found))
-    return Completed(rows=found, similarity=similarities(keys, blobs, query_vector) if keys else {}, bm25=bm25,
-                     phrase=phrase)
+    return Completed(rows=found, similarity=similarities(keys, blobs, query_vector) if keys else {})

@@ -90,11 +90,11 @@ def keyword_search(conn: sqlite3.Connection, query: str, where: Filter, limit: i
     return ranked_keyword_search(conn, "episode_fts", "episode", query, where, limit)
 
 
-def complete_pool(conn: sqlite3.Connection, ids: Sequence[str], where: Filter, query: str, missing: set[str],
-                      model_id: str) -> tuple[dict[str, Episode], dict[str, bytes], dict[str, float], set[str]]:
+def complete_pool(conn: sqlite3.Connection, ids: Sequence[str], where: Filter, missing: set[str],
+                  model_id: str) -> tuple[dict[str, Episode], dict[str, bytes]]:
     """``facts.complete`` for episodes."""
-    return complete(conn, columns=_SELECT, table="episode e", alias="e", fts_table="episode_fts", convert=_episode,
-                    ids=ids, where=where, query=query, missing=missing, model_id=model_id)
+    return complete(conn, columns=_SELECT, table="episode e", alias="e", convert=_episode, ids=ids, where=where,
+                    missing=missing, model_id=model_id)
 
 
 def candidate_vectors(conn: sqlite3.Connection, where: Filter, model_id: str,

@@ -293,11 +293,11 @@ def keyword_search(conn: sqlite3.Connection, query: str, where: Filter, limit: i
     return ranked_keyword_search(conn, "fact_fts", "fact", query, where, limit)
 
 
-def complete_pool(conn: sqlite3.Connection, ids: Sequence[str], where: Filter, query: str, missing: set[str],
-                   model_id: str) -> tuple[dict[str, Fact], dict[str, bytes], dict[str, float], set[str]]:
+def complete_pool(conn: sqlite3.Connection, ids: Sequence[str], where: Filter, missing: set[str],
+                  model_id: str) -> tuple[dict[str, Fact], dict[str, bytes]]:
     """``complete`` for facts."""
-    return complete(conn, columns=_COLUMNS_F, table="fact f", alias="f", fts_table="fact_fts", convert=_fact, ids=ids,
-                    where=where, query=query, missing=missing, model_id=model_id)
+    return complete(conn, columns=_COLUMNS_F, table="fact f", alias="f", convert=_fact, ids=ids, where=where,
+                    missing=missing, model_id=model_id)
 
 
 def rows_for_ids(conn: sqlite3.Connection, ids: Sequence[str], where: Filter) -> dict[str, Fact]:
@@ -327,27 +327,20 @@ def select_by_ids(conn: sqlite3.Connection, select: str, alias: str, ids: Sequen
     return found
 
 
-def complete(conn: sqlite3.Connection, *, columns: str, table: str, alias: str, fts_table: str, convert: Any,
-             ids: Sequence[str], where: Filter, query: str, missing: set[str], model_id: str
-             ) -> tuple[dict[str, Any], dict[str, bytes], dict[str, float], set[str]]:
+def complete(conn: sqlite3.Connection, *, columns: str, table: str, alias: str, convert: Any, ids: Sequence[str],
+             where: Filter, missing: set[str], model_id: str) -> tuple[dict[str, Any], dict[str, bytes]]:
     """One read that completes a pool of candidates (the retrieval core's step 2), shared by facts and episodes:
     the rows among ``ids`` that exist and pass ``where`` (``columns`` start with ``seq, id``; ``convert`` makes
-    the row), the stored vectors of those in ``missing`` (no similarity yet), every row's BM25 for the query,
-    and those holding the query as a phrase."""
+    the row) and the stored vectors of those in ``missing`` (no similarity yet)."""
     rows: dict[str, Any] = {}
-    seq_of: dict[int, str] = {}
     blobs: dict[str, bytes] = {}
     raw = select_by_ids(conn, f"SELECT {columns}, {alias}.model_id, {alias}.vector FROM {table}", alias, ids, where,
                         tuple)
     for key, row in raw.items():
         rows[key] = convert(row[:-2])
-        seq_of[row[0]] = key
         if key in missing and row[-2] == model_id and row[-1] is not None:
             blobs[key] = row[-1]
-    words = query_words(query)
-    bm25, phrased = fts.scores_for_rowids(conn, fts_table, fts_match(words) if words else "", fts.phrase_of(query),
-                                          list(seq_of))
-    return rows, blobs, {seq_of[seq]: value for seq, value in bm25.items()}, {seq_of[seq] for seq in phrased}
+    return rows, blobs
 
 
 def exact_candidates(conn: sqlite3.Connection, table: str, alias: str, where: Filter, model_id: str,

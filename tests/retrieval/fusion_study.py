@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pirag.client import Client
-from pirag.daemon.services.retrieval import Completed, Weights, fuse
+from pirag.daemon.services.retrieval import KEYWORD_SCORED, Completed, Weights, fuse
 from pirag.daemon.store import fts
 from pirag.daemon.store.facts import query_words
 from pirag.stress import quality_data as data
@@ -56,12 +56,13 @@ def evaluate(conversations: list[data.Conversation], vectors: dict[str, np.ndarr
             vector_hits = [(int(i), float(similarity[i])) for i in np.argsort(-similarity)[:fetch]]
             words = query_words(question.text)
             match = fts.match_any(words) if words else ""
-            keyword_hits = [(rowid, -rank) for rowid, rank in conn.execute(
-                "SELECT rowid, rank FROM t WHERE t MATCH ? ORDER BY rank LIMIT ?", (match, fetch))] if match else []
+            scored = [(rowid, -rank) for rowid, rank in conn.execute(
+                "SELECT rowid, rank FROM t WHERE t MATCH ? ORDER BY rank LIMIT ?",
+                (match, fetch * KEYWORD_SCORED))] if match else []
+            keyword_hits = scored[:fetch]   # as retrieval.retrieve: the rest only lend their BM25
             pool = {key for key, _ in vector_hits} | {key for key, _ in keyword_hits}
-            bm25, _ = fts.scores_for_rowids(conn, "t", match, None, sorted(pool))
             completed = Completed(rows={key: key for key in pool},
-                                  similarity={key: float(similarity[key]) for key in pool}, bm25=bm25)
+                                  similarity={key: float(similarity[key]) for key in pool}, bm25=dict(scored))
             for mode, figures in found.items():
                 ranked = fuse(vector_hits if mode != "keyword" else [], keyword_hits if mode != "vector" else [],
                               completed, Weights(w), mode)
