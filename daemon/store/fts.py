@@ -105,10 +105,10 @@ def match_any(words: Sequence[str]) -> str:
 
 
 def phrase_pattern(query: str) -> re.Pattern[str] | None:
-    """A text holding the query word for word (its tokens in order, any separators between them, any case), when
-    the query has at least two tokens. Checked on the candidates' own text: no FTS5 query (restricting one to a
+    """A text holding the query word for word (its tokens in order, any case, joined by any separators or none:
+    "xylo http adapter" holds in ``XyloHttpAdapter``), when the query has at least two tokens. Checked on the candidates' own text: no FTS5 query (restricting one to a
     few rowids re-reads every term's doclist once per rowid: tens of milliseconds)."""
     tokens = [token for token in re.split(r"[\W_]+", query) if token]
     if len(tokens) < 2:
         return None
-    return re.compile(r"(?<![^\W_])" + r"[\W_]+".join(map(re.escape, tokens)) + r"(?![^\W_])", re.IGNORECASE)
+    return re.compile(r"(?<![^\W_])" + r"[\W_]*".join(map(re.escape, tokens)) + r"(?![^\W_])", re.IGNORECASE)

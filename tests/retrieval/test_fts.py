@@ -90,6 +90,7 @@ def test_idents_and_query_words() -> None:
     assert fts.match_word('say"hi') == '"say""hi"'
     pattern = fts.phrase_pattern("zanzibar quokka, marmalade")
     assert pattern is not None and pattern.search("# Zanzibar quokka_marmalade protocol")
+    assert pattern.search("zanzibarQuokkaMarmalade = 1")
     assert not pattern.search("zanzibar quokka marmalades") and not pattern.search("zanzibar marmalade quokka")
     assert fts.phrase_pattern("quokka") is None
 
