@@ -95,7 +95,7 @@ class SearchConfig(_Section):
     cache_entries: NonNegInt = 500
     cache_ttl_s: NonNegFloat = 300.0
     default_k: PositiveInt = 8
-    rrf_k: PositiveInt = 60
+    rrf_k: PositiveInt = 60                  # unused since score-aware fusion; accepted for older configs
 
 
 class RetentionRule(_Section):

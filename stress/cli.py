@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quick": ("scenario_quick", "all six scenarios, small (CI); `all` runs them at default size"),
     "all": ("scenario_all", "all six scenarios at default size (--quick: small)"),
     "latency": ("scenario_latency", "scenario: p50/p99 of interactive ops and loop lag, idle vs during 10 MB ingest"),
+    "quality": ("quality", "retrieval quality (LoCoMo, code search, identifiers) per mode, R@k / MRR / p50"),
     "compare": ("compare", "pirag vs llama-cpp-python (naive, server), Chroma's server, sentence-transformers, echo"),
 }
 

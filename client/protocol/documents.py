@@ -6,7 +6,7 @@ ranks. Project names are free text. Times are Unix seconds.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -99,6 +99,7 @@ class SearchArgs(Args):
     ingested_before: float | None = None
     max_chars: Annotated[int, msgspec.Meta(ge=0)] = 0                     # 0: no budget
     use_cache: bool = True
+    mode: Literal["hybrid", "vector", "keyword"] = "hybrid"               # one side only: for measuring
 
 
 class SearchHit(msgspec.Struct, kw_only=True):
@@ -196,7 +197,7 @@ INGEST = define_op("ingest", IngestArgs, IngestResult, idempotent=True,
 INGEST_STATUS = define_op("ingest_status", IngestStatusArgs, IngestStatusResult, idempotent=True,
                           summary="Progress of ingestion jobs: files and chunks done/total, rate, ETA, errors.")
 SEARCH = define_op("search", SearchArgs, SearchResult, idempotent=True,
-                   summary="Hybrid search (vector + BM25, reciprocal rank fusion) over one, several or all projects.")
+                   summary="Hybrid search (vector + BM25, score-aware fusion) over one, several or all projects.")
 LIST_PROJECTS = define_op("list_projects", ListProjectsArgs, ListProjectsResult, idempotent=True,
                           summary="Projects with their sources, chunks, bytes and last ingest time.")
 DROP_PROJECT = define_op("drop_project", DropProjectArgs, DropProjectResult, idempotent=True,

@@ -58,7 +58,7 @@ class FactVersion(msgspec.Struct, kw_only=True):
 
 class FactHit(msgspec.Struct, kw_only=True):
     fact: Fact
-    score: float                       # fused reciprocal-rank score (higher is better)
+    score: float                       # fused score (higher is better; docs/RETRIEVAL.md)
     similarity: float | None = None    # cosine similarity to the query, when the vector side found it
     vector_rank: int | None = None     # 1-based rank in the vector results
     keyword_rank: int | None = None    # 1-based rank in the BM25 results

@@ -399,7 +399,7 @@ class DocumentService:
             if cached is not None:
                 return SearchResult(hits=cached.hits, cached=True, truncated=cached.truncated,
                                     took_ms=round((time.perf_counter() - started) * 1000, 3))
-        result = await self.searcher.search(args, searched, k, self.config.search.rrf_k)
+        result = await self.searcher.search(args, searched, k)
         if args.use_cache:
             self.cache.put(key, frozenset(p.name for p in searched), result)
         return result

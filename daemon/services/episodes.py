@@ -130,7 +130,7 @@ class Episodes:
         return TimelineResult(episodes=episodes, next_cursor=next_cursor)
 
     async def recall(self, args: RecallEpisodesArgs, ctx: RequestContext | None = None) -> RecallEpisodesResult:
-        from .memory import fuse, hybrid
+        from .memory import hybrid
 
         started = time.perf_counter()
         if not args.query.strip():
@@ -138,14 +138,12 @@ class Episodes:
         memory = self.memory
         project = memory.project(args.project) or ""
         where = self._where(session=args.session, project=project, kinds=args.kinds, when=args.when)
-        fetch = min(100, max(args.k * 3, 20))
-        vector_hits, keyword_ids, found = await hybrid(
-            memory, self.vectors, episode_rows, args.query, args.mode, [project], where, fetch)
-        hits = fuse(vector_hits, keyword_ids, args.k, memory.config.search.rrf_k)
+        fetch = min(100, max(args.k * 3, 30))
+        hits = await hybrid(memory, self.vectors, episode_rows, args.query, args.mode, [project], where, fetch, args.k)
         return RecallEpisodesResult(
-            episodes=[EpisodeHit(episode=found[id_], score=score, similarity=similarity, vector_rank=v_rank,
-                                 keyword_rank=k_rank)
-                      for id_, score, similarity, v_rank, k_rank in hits if id_ in found],
+            episodes=[EpisodeHit(episode=episode, score=round(item.score, 6), similarity=item.similarity,
+                                 vector_rank=item.vector_rank, keyword_rank=item.keyword_rank)
+                      for episode, item in hits],
             took_ms=(time.perf_counter() - started) * 1000)
 
     async def sessions(self, args: ListSessionsArgs, ctx: RequestContext | None = None) -> ListSessionsResult:

@@ -6,7 +6,7 @@ It composes the SQLite pool (the truth: rows, FTS5, vectors), the embedding engi
   near-duplicates (cosine >= ``memory.near_duplicate_threshold``) are reported and, with
   ``memory.merge_near_duplicates``, merged into the closest one (its old version kept in the history).
   The reply is sent once the row (with its vector) is committed; the index is updated right after.
-- **recall**: the vector side and BM25 over FTS5, fused with reciprocal rank fusion, with project, tag
+- **recall**: the vector side and BM25 over FTS5, fused by the retrieval core (``hybrid``), with project, tag
   (any/all) and time filters; results are cached per project generation.
 - **forget** deletes the row, its history and tags, its FTS entry (trigger), its vector in the index, and
   every cached result.
@@ -46,7 +46,8 @@ from ..store.migrations import MEMORY_MIGRATIONS
 from ..store.sqlite_pool import Database
 from ..timerange import TimeRange, parse_time_range, zone_from_config
 from .episodes import Episodes
-from .recall import RecallCache, VectorSide, rrf
+from .recall import RecallCache, VectorSide
+from .retrieval import KEYWORD_SCORED, WEIGHTS, Completed, Scored, retrieve, similarities
 
 log = logging.getLogger("pirag.memory")
 
@@ -244,13 +245,11 @@ class MemoryService:
         where = Filter("f").projects(projects).fact_tags(tags, args.tag_mode)
         if span is not None:
             where.time("created_at", span.start, span.end)
-        fetch = min(100, max(args.k * 3, 20))
-        vector_hits, keyword_ids, found = await hybrid(
-            self, self.fact_vectors, fact_rows, args.query, args.mode, projects, where, fetch)
-        hits = fuse(vector_hits, keyword_ids, args.k, self.config.search.rrf_k)
-        result = [FactHit(fact=found[id_], score=score, similarity=similarity, vector_rank=v_rank,
-                          keyword_rank=k_rank)
-                  for id_, score, similarity, v_rank, k_rank in hits if id_ in found]
+        fetch = min(100, max(args.k * 3, 30))
+        result = [FactHit(fact=fact, score=round(item.score, 6), similarity=item.similarity,
+                          vector_rank=item.vector_rank, keyword_rank=item.keyword_rank)
+                  for fact, item in await hybrid(self, self.fact_vectors, fact_rows, args.query, args.mode, projects,
+                                                 where, fetch, args.k)]
         self.cache.put(key, result)
         return RecallResult(facts=result, took_ms=(time.perf_counter() - started) * 1000)
 
@@ -457,37 +456,23 @@ async def check_index(side: VectorSide, rows: Any, model_id: str) -> None:
 
 
 async def hybrid(memory: MemoryService, side: VectorSide, rows: Any, query: str, mode: str, projects: list[str],
-                 where: Filter, fetch: int) -> tuple[list[tuple[str, float]], list[str], dict[str, Any]]:
-    """Both sides of a hybrid search, at once: the keyword side (a read) runs while the query is embedded and
-    the index searched; then one read checks the vector hits against SQLite and fetches every row.
+                 where: Filter, fetch: int, k: int) -> list[tuple[Any, Scored]]:
+    """A query through the retrieval core (``services/retrieval.py``) for facts or episodes (``rows`` is their
+    store module): the keyword side (a read) runs while the query is embedded and the index searched; one more
+    read completes the pool (rows, similarities). Returns the best ``k`` (row, score)."""
+    model_id = memory.model_id
 
-    Returns (vector hits, keyword ids, id -> row of every hit that exists and passes ``where``).
-    """
-    keyword = (asyncio.ensure_future(memory.db.read(lambda conn: rows.keyword_search(conn, query, where, fetch)))
-               if mode != "vector" else None)
-    try:
-        vector_hits: list[tuple[str, float]] = []
-        if mode != "keyword":
-            vector = await memory.vector_of(query)
-            vector_hits = await side.search(projects, vector, fetch, where, memory.model_id, verify=False)
-        keyword_ids: list[str] = await keyword if keyword is not None else []
-    except BaseException:
-        if keyword is not None:
-            keyword.cancel()
-        raise
-    found = await memory.db.read(lambda conn: rows.rows_for_ids(
-        conn, [*(hit[0] for hit in vector_hits), *keyword_ids], where))
-    vector_hits = [hit for hit in vector_hits if hit[0] in found][:fetch]
-    return vector_hits, [id_ for id_ in keyword_ids if id_ in found], found
+    async def vector_side() -> tuple[np.ndarray, list[tuple[str, float]]]:
+        vector = await memory.vector_of(query)
+        return vector, await side.search(projects, vector, fetch, where, model_id, verify=False)
 
+    def complete(conn: Any, pool: list[str], query_vector: np.ndarray | None, missing: set[str]) -> Completed[str]:
+        found, blobs = rows.complete_pool(conn, pool, where, missing, model_id)
+        near = similarities(list(blobs), list(blobs.values()), query_vector) if query_vector is not None else {}
+        return Completed(rows=found, similarity=near)
 
-def fuse(vector_hits: list[tuple[str, float]], keyword_ids: list[str], k: int,
-         rrf_k: int) -> list[tuple[str, float, float | None, int | None, int | None]]:
-    """(id, fused score, similarity, vector rank, keyword rank), best first, at most ``k``."""
-    scores = rrf([[hit[0] for hit in vector_hits], keyword_ids], rrf_k)
-    similarity = {id_: sim for id_, sim in vector_hits}
-    vector_rank = {hit[0]: rank for rank, hit in enumerate(vector_hits, start=1)}
-    keyword_rank = {id_: rank for rank, id_ in enumerate(keyword_ids, start=1)}
-    best = sorted(scores.items(), key=lambda item: (-item[1], -similarity.get(item[0], -1.0)))[:k]
-    return [(id_, score, similarity.get(id_), vector_rank.get(id_), keyword_rank.get(id_)) for id_, score in best]
-
+    ranked, completed = await retrieve(
+        memory.db, mode, fetch, query, vector_side,
+        lambda conn: rows.keyword_search(conn, query, where, fetch * KEYWORD_SCORED), complete,
+        lambda row: row.content, WEIGHTS[side.kind])
+    return [(completed.rows[item.key], item) for item in ranked[:k]]

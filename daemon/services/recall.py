@@ -1,4 +1,6 @@
-"""Hybrid search machinery shared by facts and episodes: the vector side, reciprocal rank fusion, a cache.
+"""The vector side of facts and episodes (the index, with an exact fallback over SQLite) and their recall cache.
+
+Fusion and the rest of answering a query are the retrieval core's (``services/retrieval.py``).
 
 The vector side asks the ``vectors`` component (Chroma, one collection per project and kind) and checks each
 hit against SQLite, the truth: a hit whose row is gone, or that a tag/time filter excludes, is dropped. When a
@@ -43,15 +45,6 @@ FLUSH_IDLE_S = 0.5
 FLUSH_BACKLOG = 2000
 FLUSH_MAX_AGE_S = 60.0
 FLUSH_SLICE = 64
-
-
-def rrf(rankings: Sequence[Sequence[Hashable]], k: int) -> dict[Hashable, float]:
-    """Reciprocal rank fusion (Cormack et al. 2009): score(d) = sum over rankings of 1 / (k + rank(d))."""
-    scores: dict[Hashable, float] = {}
-    for ranking in rankings:
-        for rank, key in enumerate(ranking, start=1):
-            scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank)
-    return scores
 
 
 def top_k(ids: list[str], matrix: np.ndarray, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -150,7 +143,7 @@ class VectorSide:
         """The ``k`` most similar ids passing ``where`` (which already names ``projects``), with similarities.
 
         ``verify=False`` leaves out the check of the index's hits against SQLite (rows gone, filters): the
-        caller does it in a read it makes anyway (``store.rows_for_ids``); hits are then best first but may be
+        caller does it in a read it makes anyway (``store.complete_pool``, ``store.rows_for_ids``); hits are then best first but may be
         more than ``k`` (the index's and the not yet indexed vectors' candidates together)."""
         self._last_activity = time.monotonic()
         if where.selective or self.vectors is None:

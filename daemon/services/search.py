@@ -1,14 +1,15 @@
-"""Hybrid search over document chunks: vector (Chroma) and keyword (SQLite FTS5, BM25) fused by RRF.
+"""The document-chunk sides of hybrid search: vector (Chroma) and keyword (SQLite FTS5, BM25), fused by the core.
 
 - **Vector**: the query is embedded once; each searched project's collection returns its nearest chunks;
   candidates from several projects are merged by distance. With a filter (path glob, file type, ingest
   time) the filter is applied in SQLite first and, while the matching set is small, the vectors of exactly
   those chunks are scored with numpy (exact, and no Chroma ``where`` slow path); a large matching set asks
   Chroma for more candidates and filters them.
-- **Keyword**: FTS5 ``MATCH`` over chunk text and heading (any query word), ranked by ``bm25`` inside the
+- **Keyword**: FTS5 ``MATCH`` over chunk text, heading and identifier parts (any query word), ranked by BM25 inside the
   index; the ranked set is bounded (``keyword_expression``: rarest words first) so that common words cannot make
   one query cost the whole corpus; only the best rows are joined, filtered by project and filters.
-- **Fusion**: reciprocal rank fusion, ``score = sum(1 / (rrf_k + rank))`` over both lists.
+- **Fusion** and the char budget: the retrieval core (``services/retrieval.py``), which this module feeds with
+  its two sides and the read that completes their candidates (``_complete``).
 - **Isolation**: every SQL statement names the searched projects' ids, every vector query goes to the
   searched projects' collections only: a project never leaks into another's results.
 """
@@ -16,7 +17,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -27,9 +27,10 @@ import numpy as np
 from pirag.client.protocol.documents import SearchArgs, SearchHit, SearchResult
 
 from ..store import documents as rows
+from ..store import fts
+from .retrieval import KEYWORD_SCORED, WEIGHTS, Completed, retrieve, similarities, within_budget
 from .walk import match_glob
 
-_WORD = re.compile(r"\w+", re.UNICODE)
 EXACT_LIMIT = 20_000       # filtered sets up to this size are scored exactly from SQLite's vectors
 KEYWORD_BUDGET = 1_200     # chunks FTS5 may rank by bm25 for one query (1.5-6 us each on a loaded 2-core x86)
 
@@ -40,15 +41,11 @@ which who why will with you your""".split())
 
 
 def fts_terms(query: str) -> list[str]:
-    """The query's distinct words (casefolded), stopwords dropped (their posting lists are huge and rank
-    nothing) unless nothing else is left; at most 16."""
-    words = [word.casefold() for word in _WORD.findall(query)]
-    kept = [word for word in words if word not in STOPWORDS] or words
-    return list(dict.fromkeys(kept))[:16]
-
-
-def _phrase(word: str) -> str:
-    return '"' + word.replace('"', '""') + '"'
+    """The query's distinct words (identifiers whole, as typed: ``fts.query_words``; distinct ignoring case),
+    stopwords dropped (their posting lists are huge and rank nothing) unless nothing else is left; at most 16."""
+    words = list({word.casefold(): word for word in reversed(fts.query_words(query))}.values())[::-1]
+    kept = [word for word in words if word.casefold() not in STOPWORDS] or words
+    return kept[:16]
 
 
 class Searcher:
@@ -57,7 +54,7 @@ class Searcher:
         self.vectors = vectors
         self.embed = embed
 
-    async def search(self, args: SearchArgs, projects: Sequence[rows.ProjectRow], k: int, rrf_k: int) -> SearchResult:
+    async def search(self, args: SearchArgs, projects: Sequence[rows.ProjectRow], k: int) -> SearchResult:
         started = time.perf_counter()
         if not projects or not args.query.strip():
             return SearchResult(hits=[], took_ms=round((time.perf_counter() - started) * 1000, 3))
@@ -65,57 +62,37 @@ class Searcher:
         filtered = bool(args.path_glob or args.file_types or args.ingested_after is not None
                         or args.ingested_before is not None)
         project_ids = [project.id for project in projects]
-        vector_task = asyncio.ensure_future(self._vector_ranks(args, projects, candidates, filtered))
-        keyword_task = asyncio.ensure_future(self.db.read(
-            lambda conn: self._keyword_ranks(conn, args, project_ids, candidates, filtered)))
-        try:
-            vector_hits, keyword_hits = await asyncio.gather(vector_task, keyword_task)
-        except BaseException:
-            vector_task.cancel()
-            keyword_task.cancel()
-            raise
-        fused: dict[int, float] = {}
-        vector_rank: dict[int, int] = {}
-        distance_of: dict[int, float] = {}
-        keyword_rank: dict[int, int] = {}
-        for rank, (chunk_id, distance) in enumerate(vector_hits, start=1):
-            vector_rank[chunk_id] = rank
-            distance_of[chunk_id] = distance
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (rrf_k + rank)
-        for rank, chunk_id in enumerate(keyword_hits, start=1):
-            keyword_rank[chunk_id] = rank
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (rrf_k + rank)
-        ordered = sorted(fused, key=lambda chunk_id: (-fused[chunk_id], chunk_id))
-        details = await self.db.read(lambda conn: _chunk_details(conn, ordered[:k * 2], project_ids))
+        model_id = self.embed.model.model_id
+
+        async def vector_side() -> tuple[np.ndarray, list[tuple[int, float]]]:
+            vector = (await self.embed.embed([args.query]))[0]
+            hits = await self._vector_ranks(args, projects, vector, candidates, filtered)
+            return vector, [(chunk_id, 1.0 - distance) for chunk_id, distance in hits]
+
+        def complete(conn: sqlite3.Connection, pool: list[int], query_vector: np.ndarray | None,
+                     missing: set[int]) -> Completed[int]:
+            return _complete(conn, pool, project_ids, query_vector, missing, model_id)
+
+        ranked, completed = await retrieve(
+            self.db, args.mode, candidates, args.query, vector_side,
+            lambda conn: self._keyword_ranks(conn, args, project_ids, candidates * KEYWORD_SCORED, filtered),
+            complete, lambda row: row[3], WEIGHTS["chunks"])
+        ranked = ranked[:k]
         names = {project.id: project.name for project in projects}
+        texts = [completed.rows[item.key][3] for item in ranked]
+        kept, cut, truncated = within_budget(texts, args.max_chars)
         hits: list[SearchHit] = []
-        budget = args.max_chars
-        used = 0
-        truncated = False
-        for chunk_id in ordered:
-            row = details.get(chunk_id)
-            if row is None:   # deleted since the index answered, or another project's id
-                continue
-            project_id, source, file_type, text, heading, line_start, line_end = row
-            if budget:
-                if used + len(text) > budget:
-                    truncated = True
-                    if hits:
-                        break
-                    text = text[:budget]
-                used += len(text)
-            hits.append(SearchHit(project=names[project_id], source=source, text=text, line_start=line_start,
-                                  line_end=line_end, heading=heading, file_type=file_type,
-                                  score=round(fused[chunk_id], 6), vector_rank=vector_rank.get(chunk_id),
-                                  keyword_rank=keyword_rank.get(chunk_id), distance=distance_of.get(chunk_id),
-                                  chunk_id=chunk_id))
-            if len(hits) >= k:
-                break
+        for item in ranked[:kept]:
+            project_id, source, file_type, text, heading, line_start, line_end = completed.rows[item.key]
+            distance = None if item.similarity is None else round(1.0 - item.similarity, 6)
+            hits.append(SearchHit(project=names[project_id], source=source, text=cut if cut is not None else text,
+                                  line_start=line_start, line_end=line_end, heading=heading, file_type=file_type,
+                                  score=round(item.score, 6), vector_rank=item.vector_rank,
+                                  keyword_rank=item.keyword_rank, distance=distance, chunk_id=item.key))
         return SearchResult(hits=hits, truncated=truncated, took_ms=round((time.perf_counter() - started) * 1000, 3))
 
-    async def _vector_ranks(self, args: SearchArgs, projects: Sequence[rows.ProjectRow], candidates: int,
-                            filtered: bool) -> list[tuple[int, float]]:
-        vector = (await self.embed.embed([args.query]))[0]
+    async def _vector_ranks(self, args: SearchArgs, projects: Sequence[rows.ProjectRow], vector: np.ndarray,
+                            candidates: int, filtered: bool) -> list[tuple[int, float]]:
         if filtered:
             project_ids = [project.id for project in projects]
             exact = await self.db.read(lambda conn: _exact_filtered(conn, args, project_ids, vector, candidates,
@@ -134,7 +111,7 @@ class Searcher:
 
     @staticmethod
     def _keyword_ranks(conn: sqlite3.Connection, args: SearchArgs, project_ids: list[int], candidates: int,
-                       filtered: bool) -> list[int]:
+                       filtered: bool) -> list[tuple[int, float]]:
         terms = fts_terms(args.query)
         if not terms:
             return []
@@ -161,8 +138,8 @@ class Searcher:
         inner = limit * 4
         while True:
             found = conn.execute(
-                f"SELECT c.id, s.source FROM (SELECT rowid AS id, bm25(doc_chunk_fts, 1.0, 0.5) AS score"
-                f" FROM doc_chunk_fts WHERE doc_chunk_fts MATCH ?{newer} ORDER BY score LIMIT ?) m"
+                f"SELECT c.id, s.source, -m.score FROM (SELECT rowid AS id, rank AS score"
+                f" FROM doc_chunk_fts WHERE doc_chunk_fts MATCH ?{newer} ORDER BY rank LIMIT ?) m"
                 f" JOIN doc_chunk c ON c.id = m.id JOIN doc_source s ON s.id = c.source_id"
                 f" WHERE +c.project_id IN ({marks}){where} ORDER BY m.score LIMIT ?",
                 (expression, *bounds, inner, *project_ids, *params, limit)).fetchall()
@@ -170,8 +147,8 @@ class Searcher:
                 break
             inner *= 16
         if args.path_glob:
-            found = [(chunk_id, source) for chunk_id, source in found if match_glob(source, args.path_glob)]
-        return [chunk_id for chunk_id, _ in found[:candidates]]
+            found = [row for row in found if match_glob(row[1], args.path_glob)]
+        return [(chunk_id, bm25) for chunk_id, _, bm25 in found[:candidates]]
 
 
 def keyword_expression(terms: list[str], count: Any) -> tuple[str, int, bool]:
@@ -186,7 +163,7 @@ def keyword_expression(terms: list[str], count: Any) -> tuple[str, int, bool]:
     fit too. When every word is common (nothing fits), the chunks holding all of them (else any), newest first,
     are ranked up to the budget. The vector side is unaffected, so a common-word query still finds meaning.
     """
-    phrases = {term: _phrase(term) for term in terms}
+    phrases = {term: fts.match_word(term) for term in terms}
     any_word = " OR ".join(phrases.values())
     per_term = {term: count(phrases[term]) for term in terms}
     total = sum(per_term.values())   # >= the any-word matches
@@ -270,14 +247,28 @@ def _filter_ids(conn: sqlite3.Connection, args: SearchArgs, chunk_ids: list[int]
     return allowed
 
 
-def _chunk_details(conn: sqlite3.Connection, chunk_ids: list[int], project_ids: list[int]) -> dict[int, tuple]:
-    if not chunk_ids:
-        return {}
-    marks = ",".join("?" * len(chunk_ids))
+def _complete(conn: sqlite3.Connection, pool: list[int], project_ids: list[int], query_vector: np.ndarray | None,
+              missing: set[int], model_id: str) -> Completed[int]:
+    """The retrieval core's step 2 for chunks: rows of the pool (of the searched projects only) and the stored
+    vectors' similarity for the chunks the vector side did not bring."""
+    if not pool:
+        return Completed(rows={})
+    marks = ",".join("?" * len(pool))
     project_marks = ",".join("?" * len(project_ids))
-    return {row[0]: row[1:] for row in conn.execute(
-        f"SELECT c.id, c.project_id, s.source, s.file_type, c.text, c.heading, c.line_start, c.line_end"
-        f" FROM doc_chunk c JOIN doc_source s ON s.id = c.source_id"
-        # "+": without it SQLite (no ANALYZE statistics) walks the project's whole (project_id, chunk_hash)
-        # index instead of looking the few ids up: 20+ ms of CPU a search at 100k chunks
-        f" WHERE c.id IN ({marks}) AND +c.project_id IN ({project_marks})", (*chunk_ids, *project_ids))}
+    found: dict[int, tuple] = {}
+    keys: list[int] = []
+    blobs: list[bytes] = []
+    for row in conn.execute(
+            f"SELECT c.id, c.project_id, s.source, s.file_type, c.text, c.heading, c.line_start, c.line_end,"
+            f" c.model_id = ? FROM doc_chunk c JOIN doc_source s ON s.id = c.source_id"
+            # "+": without it SQLite (no ANALYZE statistics) walks the project's whole (project_id, chunk_hash)
+            # index instead of looking the few ids up: 20+ ms of CPU a search at 100k chunks
+            f" WHERE c.id IN ({marks}) AND +c.project_id IN ({project_marks})", (model_id, *pool, *project_ids)):
+        found[row[0]] = row[1:8]
+        if row[0] in missing and row[8]:
+            keys.append(row[0])
+    if keys and query_vector is not None:
+        stored = conn.execute(f"SELECT chunk_id, vector FROM doc_vector WHERE chunk_id IN ({','.join('?' * len(keys))})",
+                              keys).fetchall()
+        keys, blobs = [row[0] for row in stored], [row[1] for row in stored]
+    return Completed(rows=found, similarity=similarities(keys, blobs, query_vector) if keys else {})

@@ -11,7 +11,8 @@ Registered as migration area ``"documents"``; version N is ``DOCUMENT_MIGRATIONS
   ``model_id`` of its vector.
 - ``doc_vector``: the vector of each chunk (float32 blob), apart from the chunk rows so that keyword search
   joins read small rows (version 2); Chroma is rebuilt from here. Deleted with its chunk (cascade).
-- ``doc_chunk_fts``: external-content FTS5 over text and heading, kept in step by triggers (a cascade
+- ``doc_chunk_fts``: external-content FTS5 over text, heading and ``idents`` (the parts of the text's camelCase
+  words, ``store/fts.py``; version 3), kept in step by triggers (a cascade
   delete of a project or source removes its keyword entries in the same transaction).
 - ``doc_job``: the journal of background ingestion jobs, written before the job is acknowledged.
 """
@@ -21,13 +22,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-DOCUMENT_MIGRATIONS: list[str] = [
+from .fts import add_idents_column, idents
+
+DOCUMENT_MIGRATIONS: list[str | Callable[[Any], None]] = [
     """
     CREATE TABLE doc_project (
         id              INTEGER PRIMARY KEY,
@@ -103,6 +106,10 @@ DOCUMENT_MIGRATIONS: list[str] = [
     INSERT INTO doc_vector (chunk_id, vector) SELECT id, vector FROM doc_chunk;
     ALTER TABLE doc_chunk DROP COLUMN vector;
     """,
+    # 3: identifier-aware keyword search (store/fts.py): chunks get an ``idents`` column (the camelCase words'
+    # parts) that FTS5 indexes beside text and heading; the FTS table is re-created and rebuilt from the rows.
+    lambda conn: add_idents_column(conn, table="doc_chunk", rowid="id", text="text", fts="doc_chunk_fts",
+                                   columns=("text", "heading"), weights=(1.0, 0.5, 0.5)),
 ]
 
 
@@ -254,9 +261,9 @@ def insert_chunks(conn: sqlite3.Connection, project_id: int, source_id: int, mod
     for chunk in chunks:
         ids.append(conn.execute(
             "INSERT INTO doc_chunk (source_id, project_id, ordinal, chunk_hash, text, heading, line_start, line_end,"
-            " tokens, model_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " tokens, model_id, idents) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (source_id, project_id, chunk.ordinal, chunk.chunk_hash, chunk.text, chunk.heading, chunk.line_start,
-             chunk.line_end, chunk.tokens, model_id)).lastrowid)
+             chunk.line_end, chunk.tokens, model_id, idents(chunk.text))).lastrowid)
     conn.executemany("INSERT INTO doc_vector (chunk_id, vector) VALUES (?, ?)",
                      [(chunk_id, vector_blob(chunk.vector)) for chunk_id, chunk in zip(ids, chunks)])
     return ids

@@ -15,10 +15,11 @@ import numpy as np
 
 from pirag.client.protocol.memory import Episode, SessionInfo
 
+from . import fts
 from .facts import (
-    Filter, blob_vector, decode_cursor, encode_cursor, exact_candidates, ranked_keyword_search, select_by_ids,
-    vector_blob,
+    Filter, blob_vector, complete, decode_cursor, encode_cursor, exact_candidates, ranked_keyword_search, vector_blob,
 )
+from .migrations import PREVIOUS_EPISODE
 
 EPISODE_COLUMNS = ("e.seq", "e.id", "e.session", "e.project", "e.kind", "e.role", "e.content", "e.ts",
                    "e.metadata")
@@ -30,11 +31,16 @@ def _episode(row: Sequence[Any]) -> Episode:
                    timestamp=row[7], metadata=json.loads(row[8]))
 
 
+_WITH_CONTEXT = ("INSERT{ignore} INTO episode (id, session, project, kind, role, content, ts, metadata, created_at, "
+                 "idents, context) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, coalesce(("
+                 + PREVIOUS_EPISODE.format(session="?2", project="?3", ts="?7", seq="1 << 62") + "), ''))")
+
+
 def insert(conn: sqlite3.Connection, *, episode_id: str, session: str, project: str, kind: str, role: str,
            content: str, timestamp: float, metadata: dict[str, Any], created_at: float) -> Episode:
-    conn.execute("INSERT INTO episode (id, session, project, kind, role, content, ts, metadata, created_at) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                 (episode_id, session, project, kind, role, content, timestamp, json.dumps(metadata), created_at))
+    conn.execute(_WITH_CONTEXT.format(ignore=""),
+                 (episode_id, session, project, kind, role, content, timestamp, json.dumps(metadata), created_at,
+                  fts.idents(content)))
     return Episode(id=episode_id, session=session, project=project, kind=kind, role=role, content=content,
                    timestamp=timestamp, metadata=dict(metadata))
 
@@ -43,8 +49,7 @@ def insert_many(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, st
                 ) -> int:
     """Bulk insert (import): rows of (id, session, project, kind, role, content, ts, metadata_json, created_at);
     ids already present are skipped. Returns how many were inserted."""
-    cursor = conn.executemany("INSERT OR IGNORE INTO episode (id, session, project, kind, role, content, ts, "
-                              "metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    cursor = conn.executemany(_WITH_CONTEXT.format(ignore=" OR IGNORE"), [(*row, fts.idents(row[5])) for row in rows])
     return max(cursor.rowcount, 0)  # sqlite3_changes: the rows of the statement itself, not the FTS trigger's
 
 
@@ -80,14 +85,16 @@ def seqs_for_ids(conn: sqlite3.Connection, ids: Sequence[str], where: Filter) ->
     return dict(rows.fetchall())
 
 
-def keyword_search(conn: sqlite3.Connection, query: str, where: Filter, limit: int) -> list[str]:
-    """Episode ids by BM25 (best first) among the rows that pass ``where``."""
+def keyword_search(conn: sqlite3.Connection, query: str, where: Filter, limit: int) -> list[tuple[str, float]]:
+    """(episode id, BM25) best first among the rows that pass ``where``."""
     return ranked_keyword_search(conn, "episode_fts", "episode", query, where, limit)
 
 
-def rows_for_ids(conn: sqlite3.Connection, ids: Sequence[str], where: Filter) -> dict[str, Episode]:
-    """The episodes among ``ids`` that still exist and pass ``where``."""
-    return select_by_ids(conn, f"SELECT {_SELECT} FROM episode e", "e", ids, where, _episode)
+def complete_pool(conn: sqlite3.Connection, ids: Sequence[str], where: Filter, missing: set[str],
+                  model_id: str) -> tuple[dict[str, Episode], dict[str, bytes]]:
+    """``facts.complete`` for episodes."""
+    return complete(conn, columns=_SELECT, table="episode e", alias="e", convert=_episode, ids=ids, where=where,
+                    missing=missing, model_id=model_id)
 
 
 def candidate_vectors(conn: sqlite3.Connection, where: Filter, model_id: str,

@@ -23,8 +23,10 @@ import numpy as np
 from pirag.client.errors import InvalidArgument, NotFound
 from pirag.client.protocol.memory import Fact, FactVersion
 
+from . import fts
+
 FACT_COLUMNS = "seq, id, project, content, tags, source, importance, metadata, created_at, updated_at, version"
-_WORDS = re.compile(r"\w+", re.UNICODE)
+_COLUMNS_F = ", ".join("f." + column.strip() for column in FACT_COLUMNS.split(","))
 _MAX_FTS_TERMS = 32
 
 
@@ -68,15 +70,16 @@ _df_cache: dict[tuple[int, str, str], tuple[float, int]] = {}
 
 
 def query_words(text: str) -> list[str]:
-    """The words of a query, stopwords dropped (all of them when nothing else is left), each once."""
-    words = _WORDS.findall(text)
+    """The words of a query (identifiers whole, ``fts.query_words``), stopwords dropped (all of them when
+    nothing else is left), each once."""
+    words = fts.query_words(text)
     kept = [word for word in words if word.casefold() not in STOPWORDS] or words
-    return list(dict.fromkeys(kept))[:_MAX_FTS_TERMS]
+    return kept[:_MAX_FTS_TERMS]
 
 
 def fts_match(words: Sequence[str], conjunction: bool = False) -> str:
-    """A safe FTS5 query: every word quoted, joined by AND (all words) or OR (any word)."""
-    return (" AND " if conjunction else " OR ").join('"' + word.replace('"', '""') + '"' for word in words)
+    """A safe FTS5 query: every word as ``fts.match_word`` makes it, joined by AND (all words) or OR (any)."""
+    return (" AND " if conjunction else " OR ").join(fts.match_word(word) for word in words)
 
 
 def fts_query(text: str, conjunction: bool = False) -> str:
@@ -99,28 +102,30 @@ def _doc_frequency(conn: sqlite3.Connection, fts: str, word: str) -> int:
     return count
 
 
-def _ranked_ids(conn: sqlite3.Connection, fts: str, table: str, where: "Filter", match: str, limit: int) -> list[str]:
-    """Ids by BM25 among the rows that pass ``where``: FTS5 ranks inside its own index first (cheap), only the
-    best rows are joined and filtered; too few survive the filter: the inner limit widens (finally: every match)."""
+def _ranked_ids(conn: sqlite3.Connection, fts: str, table: str, where: "Filter", match: str,
+                limit: int) -> list[tuple[str, float]]:
+    """(id, BM25) by BM25 among the rows that pass ``where``: FTS5 ranks inside its own index first (cheap), only
+    the best rows are joined and filtered; too few survive the filter: the inner limit widens (finally: every
+    match)."""
     alias = where.alias
     # A selective filter (tags, time) keeps few of the best rows: rank every match at once, not in rounds.
     inner = -1 if where.selective else limit * 4
     while True:
         rows = conn.execute(
-            f"SELECT {alias}.id FROM (SELECT rowid AS seq, rank AS score FROM {fts} WHERE {fts} MATCH ? "
+            f"SELECT {alias}.id, -m.score FROM (SELECT rowid AS seq, rank AS score FROM {fts} WHERE {fts} MATCH ? "
             f"ORDER BY rank LIMIT ?) m JOIN {table} {alias} ON {alias}.seq = m.seq "
             f"WHERE {where.sql_by_id} ORDER BY m.score LIMIT ?", [match, inner, *where.params, limit]).fetchall()
         if len(rows) >= limit or inner < 0:
-            return [row[0] for row in rows]
+            return [(row[0], row[1]) for row in rows]
         matched = conn.execute(f"SELECT count(*) FROM {fts} WHERE {fts} MATCH ?", (match,)).fetchone()[0]
         if matched <= inner:
-            return [row[0] for row in rows]
+            return [(row[0], row[1]) for row in rows]
         inner = inner * 16 if inner * 16 < matched else -1
 
 
 def ranked_keyword_search(conn: sqlite3.Connection, fts: str, table: str, query: str, where: "Filter",
-                          limit: int) -> list[str]:
-    """Ids by BM25 (best first) among the rows of ``table`` that pass ``where``, cheaply on a big store.
+                          limit: int) -> list[tuple[str, float]]:
+    """(id, BM25) by BM25 (best first) among the rows of ``table`` that pass ``where``, cheaply on a big store.
 
     Every word first (few, cheap matches); when that finds too little, any word, but words found in a big
     share of the rows are left out while the rarer words alone find ``limit`` rows (their posting lists are
@@ -129,7 +134,7 @@ def ranked_keyword_search(conn: sqlite3.Connection, fts: str, table: str, query:
     words = query_words(query)
     if not words:
         return []
-    found: list[str] = []
+    found: list[tuple[str, float]] = []
     if len(words) > 1:
         found = _ranked_ids(conn, fts, table, where, fts_match(words, conjunction=True), limit)
         if len(found) >= max(1, limit // 2):
@@ -275,7 +280,7 @@ def list_page(conn: sqlite3.Connection, where: Filter, order: str, limit: int,
     if position is not None:
         where.add(f"({{a}}.created_at, {{a}}.seq) {'<' if newest else '>'} (?, ?)", *position)
     direction = "DESC" if newest else "ASC"
-    rows = conn.execute(f"SELECT {', '.join('f.' + c.strip() for c in FACT_COLUMNS.split(','))} FROM fact f "
+    rows = conn.execute(f"SELECT {_COLUMNS_F} FROM fact f "
                         f"WHERE {where.sql} ORDER BY f.created_at {direction}, f.seq {direction} LIMIT ?",
                         [*where.params, limit + 1]).fetchall()
     facts = [_fact(row) for row in rows[:limit]]
@@ -283,15 +288,21 @@ def list_page(conn: sqlite3.Connection, where: Filter, order: str, limit: int,
     return facts, next_cursor
 
 
-def keyword_search(conn: sqlite3.Connection, query: str, where: Filter, limit: int) -> list[str]:
-    """Fact ids by BM25 (best first) among the rows that pass ``where``."""
+def keyword_search(conn: sqlite3.Connection, query: str, where: Filter, limit: int) -> list[tuple[str, float]]:
+    """(fact id, BM25) best first among the rows that pass ``where``."""
     return ranked_keyword_search(conn, "fact_fts", "fact", query, where, limit)
+
+
+def complete_pool(conn: sqlite3.Connection, ids: Sequence[str], where: Filter, missing: set[str],
+                  model_id: str) -> tuple[dict[str, Fact], dict[str, bytes]]:
+    """``complete`` for facts."""
+    return complete(conn, columns=_COLUMNS_F, table="fact f", alias="f", convert=_fact, ids=ids, where=where,
+                    missing=missing, model_id=model_id)
 
 
 def rows_for_ids(conn: sqlite3.Connection, ids: Sequence[str], where: Filter) -> dict[str, Fact]:
     """The facts among ``ids`` that still exist and pass ``where`` (vector hits checked against SQLite)."""
-    columns = ", ".join("f." + c.strip() for c in FACT_COLUMNS.split(","))
-    return select_by_ids(conn, f"SELECT {columns} FROM fact f", "f", ids, where, _fact)
+    return select_by_ids(conn, f"SELECT {_COLUMNS_F} FROM fact f", "f", ids, where, _fact)
 
 
 def candidate_vectors(conn: sqlite3.Connection, where: Filter, model_id: str,
@@ -314,6 +325,22 @@ def select_by_ids(conn: sqlite3.Connection, select: str, alias: str, ids: Sequen
                                 f"AND {where.sql_by_id}", [*part, *where.params]):
             found[row[1]] = convert(row)
     return found
+
+
+def complete(conn: sqlite3.Connection, *, columns: str, table: str, alias: str, convert: Any, ids: Sequence[str],
+             where: Filter, missing: set[str], model_id: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """One read that completes a pool of candidates (the retrieval core's step 2), shared by facts and episodes:
+    the rows among ``ids`` that exist and pass ``where`` (``columns`` start with ``seq, id``; ``convert`` makes
+    the row) and the stored vectors of those in ``missing`` (no similarity yet)."""
+    rows: dict[str, Any] = {}
+    blobs: dict[str, bytes] = {}
+    raw = select_by_ids(conn, f"SELECT {columns}, {alias}.model_id, {alias}.vector FROM {table}", alias, ids, where,
+                        tuple)
+    for key, row in raw.items():
+        rows[key] = convert(row[:-2])
+        if key in missing and row[-2] == model_id and row[-1] is not None:
+            blobs[key] = row[-1]
+    return rows, blobs
 
 
 def exact_candidates(conn: sqlite3.Connection, table: str, alias: str, where: Filter, model_id: str,
@@ -353,7 +380,7 @@ def stale_vectors(conn: sqlite3.Connection, model_id: str, limit: int) -> list[t
 def export_page(conn: sqlite3.Connection, project: str | None, after_seq: int,
                 limit: int) -> tuple[list[tuple[int, Fact, list[FactVersion]]], int]:
     where = Filter("f").projects([project] if project is not None else None).add("{a}.seq > ?", after_seq)
-    rows = conn.execute(f"SELECT {', '.join('f.' + c.strip() for c in FACT_COLUMNS.split(','))} FROM fact f "
+    rows = conn.execute(f"SELECT {_COLUMNS_F} FROM fact f "
                         f"WHERE {where.sql} ORDER BY f.seq LIMIT ?", [*where.params, limit]).fetchall()
     page = [(row[0], _fact(row), history(conn, row[0])) for row in rows]
     return page, (rows[-1][0] if rows else after_seq)
@@ -372,10 +399,10 @@ def insert(conn: sqlite3.Connection, *, fact_id: str, project: str, content: str
            versions: Sequence[FactVersion] = ()) -> tuple[int, Fact]:
     cursor = conn.execute(
         "INSERT INTO fact (id, project, content, norm_hash, tags, source, importance, metadata, created_at, "
-        "updated_at, version, model_id, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "updated_at, version, model_id, vector, idents) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (fact_id, project, content, norm_hash(content), json.dumps(list(tags)), source, importance,
          json.dumps(metadata), created_at, updated_at, version, model_id,
-         vector_blob(vector) if vector is not None else None))
+         vector_blob(vector) if vector is not None else None, fts.idents(content)))
     seq = int(cursor.lastrowid or 0)
     _set_tags(conn, seq, tags)
     conn.executemany(
@@ -413,9 +440,9 @@ def update(conn: sqlite3.Connection, fact_id: str, *, now: float, reason: str, c
                metadata=dict(old.metadata if metadata is None else metadata), created_at=old.created_at,
                updated_at=now, version=old.version + 1)
     assignments = ["content = ?", "norm_hash = ?", "tags = ?", "source = ?", "importance = ?", "metadata = ?",
-                   "updated_at = ?", "version = ?"]
+                   "updated_at = ?", "version = ?", "idents = ?"]
     params: list[Any] = [new.content, norm_hash(new.content), json.dumps(new.tags), new.source, new.importance,
-                         json.dumps(new.metadata), now, new.version]
+                         json.dumps(new.metadata), now, new.version, fts.idents(new.content)]
     if vector is not None:
         assignments += ["model_id = ?", "vector = ?"]
         params += [model_id, vector_blob(vector)]

@@ -19,7 +19,35 @@ Layout, and why:
 
 from __future__ import annotations
 
-MEMORY_MIGRATIONS: list[str] = [
+from collections.abc import Callable
+from typing import Any
+
+from .fts import add_idents_column
+
+
+# The previous episode of the same session and project (the one a new episode follows), cut to 1000 characters:
+# the keyword text of an episode carries it (``context``), because a reply rarely repeats the words of what it
+# answers ("Yes, it was in Paris" after "Where did you go in May?"). Formatted with the SQL of the new row's values.
+PREVIOUS_EPISODE = ("SELECT substr(p.content, 1, 1000) FROM episode p WHERE p.session = {session} AND p.project = "
+                    "{project} AND (p.ts < {ts} OR (p.ts = {ts} AND p.seq < {seq})) ORDER BY p.ts DESC, p.seq DESC "
+                    "LIMIT 1")
+
+
+def _identifier_fts(conn: Any) -> None:
+    """3: identifier-aware keyword search (``store/fts.py``): an ``idents`` column beside the text of facts and
+    episodes, indexed by FTS5; episodes also get ``context`` (the previous episode of their session) indexed
+    with half the weight of their own text. Both FTS tables are re-created and rebuilt from the rows."""
+    add_idents_column(conn, table="fact", rowid="seq", text="content", fts="fact_fts", columns=("content", "tags"),
+                      weights=(1.0, 0.5, 0.5), update_of=("content", "tags"))
+    conn.execute("ALTER TABLE episode ADD COLUMN context TEXT NOT NULL DEFAULT ''")
+    previous = PREVIOUS_EPISODE.format(session="episode.session", project="episode.project", ts="episode.ts",
+                                       seq="episode.seq")
+    conn.execute(f"UPDATE episode SET context = coalesce(({previous}), '')")
+    add_idents_column(conn, table="episode", rowid="seq", text="content", fts="episode_fts",
+                      columns=("content", "context"), weights=(1.0, 0.5, 0.5))
+
+
+MEMORY_MIGRATIONS: list[str | Callable[[Any], None]] = [
     # 1: facts
     """
     CREATE TABLE fact (
@@ -107,4 +135,5 @@ MEMORY_MIGRATIONS: list[str] = [
         INSERT INTO episode_fts (episode_fts, rowid, content) VALUES ('delete', old.seq, old.content);
     END;
     """,
+    _identifier_fts,
 ]

@@ -1,0 +1,114 @@
+"""Identifier-aware keyword text for FTS5: what is indexed beside a row's text, and how a query word is matched.
+
+FTS5's ``unicode61`` tokenizer splits at every non-alphanumeric character, so ``zq12345_read_checksum``,
+``read-checksum`` and ``plinth.codec.decode`` are indexed as their parts, and a query word holding the same
+separators becomes a phrase of the same parts (found whole, in order). What it cannot see is a case change:
+``readChecksum`` is the one token ``readchecksum``. So:
+
+- **Indexing**: ``idents(text)`` lists the parts of every camelCase / PascalCase word of the text
+  (``readChecksum`` -> ``read checksum``, ``HTTPServerError`` -> ``http server error``), once per distinct word;
+  the stores keep it in an ``idents`` column that the FTS5 tables index beside the text. The text column is
+  unchanged, so the whole word is still a token of its own.
+- **Querying**: ``match_word(word)`` is the FTS5 expression of one query word: the word itself as a phrase
+  (``"readChecksum"``), or also its camel parts as a phrase (``"read checksum"``), which finds ``read_checksum``,
+  ``read-checksum``, ``read.checksum`` and ``readChecksum`` alike.
+
+So every spelling a programmer types finds every spelling in the text, in part (one of the words) and in whole
+(the phrase). This module is the one place both sides are defined.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+# A query word: letters/digits joined by the separators identifiers use, so that "a.b_c-d" stays one phrase.
+QUERY_WORD = re.compile(r"\w+(?:[.\-/:]\w+)*", re.UNICODE)
+_CANDIDATE = re.compile(r"[A-Za-z][A-Za-z0-9]*[A-Z][A-Za-z0-9]*")   # has an upper-case letter after the first
+_PARTS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z0-9]+|[A-Z0-9]+")
+_MAX_IDENTS_CHARS = 20_000
+
+
+def camel_parts(word: str) -> list[str]:
+    """``readChecksum`` -> ``["read", "checksum"]``; a word without an inner case change -> ``[]``."""
+    parts = _PARTS.findall(word)
+    return [part.lower() for part in parts] if len(parts) > 1 else []
+
+
+def idents(text: str) -> str:
+    """The camel parts of the text's identifiers, one group per distinct identifier (the FTS ``idents`` column)."""
+    groups: dict[str, None] = {}
+    for word in _CANDIDATE.findall(text):
+        parts = camel_parts(word)
+        if parts:
+            groups.setdefault(" ".join(parts), None)
+    joined = " ; ".join(groups)
+    return joined[:_MAX_IDENTS_CHARS]
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def match_word(word: str) -> str:
+    """The FTS5 expression of one query word (see the module docstring)."""
+    whole = _quoted(word)
+    pieces = [part for piece in re.split(r"[\W_]+", word) if piece for part in (camel_parts(piece) or [piece])]
+    if len(pieces) > 1 and any(camel_parts(piece) for piece in re.split(r"[\W_]+", word) if piece):
+        return f"({whole} OR {_quoted(' '.join(pieces))})"
+    return whole
+
+
+def query_words(text: str) -> list[str]:
+    """The query's words as a programmer types them (identifiers kept whole), each once, in order."""
+    return list(dict.fromkeys(QUERY_WORD.findall(text)))
+
+
+# -- schema -----------------------------------------------------------------------------------------------
+
+def add_idents_column(conn: Any, *, table: str, rowid: str, text: str, fts: str, columns: Sequence[str],
+                      weights: Sequence[float], update_of: Sequence[str] = ()) -> None:
+    """A migration step (inside the migration's transaction): give ``table`` an ``idents`` column filled from
+    its ``text`` column, and re-create the external-content FTS5 table ``fts`` over ``columns`` + ``idents``
+    with its triggers, rebuilt from the rows. ``weights`` (one per column, idents last) become the table's
+    ``rank`` (BM25 with those column weights), so every query of it ranks the same way."""
+    conn.execute(f"ALTER TABLE {table} ADD COLUMN idents TEXT NOT NULL DEFAULT ''")
+    for suffix in ("insert", "delete", "update"):
+        conn.execute(f"DROP TRIGGER IF EXISTS {fts}_{suffix}")
+    conn.execute(f"DROP TABLE IF EXISTS {fts}")
+    filled = [(parts, key) for key, body in conn.execute(f"SELECT {rowid}, {text} FROM {table}")
+              if (parts := idents(body))]
+    conn.executemany(f"UPDATE {table} SET idents = ? WHERE {rowid} = ?", filled)
+    names = [*columns, "idents"]
+    listed = ", ".join(names)
+    new = ", ".join(f"new.{name}" for name in names)
+    old = ", ".join(f"old.{name}" for name in names)
+    conn.execute(f"CREATE VIRTUAL TABLE {fts} USING fts5 ({listed}, content='{table}', content_rowid='{rowid}',"
+                 f" tokenize='porter unicode61 remove_diacritics 2')")
+    insert = f"INSERT INTO {fts} (rowid, {listed}) VALUES (new.{rowid}, {new});"
+    delete = f"INSERT INTO {fts} ({fts}, rowid, {listed}) VALUES ('delete', old.{rowid}, {old});"
+    conn.execute(f"CREATE TRIGGER {fts}_insert AFTER INSERT ON {table} BEGIN {insert} END")
+    conn.execute(f"CREATE TRIGGER {fts}_delete AFTER DELETE ON {table} BEGIN {delete} END")
+    if update_of:
+        conn.execute(f"CREATE TRIGGER {fts}_update AFTER UPDATE OF {', '.join([*update_of, 'idents'])} ON {table}"
+                     f" BEGIN {delete} {insert} END")
+    conn.execute(f"INSERT INTO {fts} ({fts}) VALUES ('rebuild')")
+    conn.execute(f"INSERT INTO {fts} ({fts}, rank) VALUES ('rank', 'bm25({', '.join(map(str, weights))})')")
+
+
+# -- matching -----------------------------------------------------------------------------------------------
+
+def match_any(words: Sequence[str]) -> str:
+    """Any of the words (each as ``match_word`` makes it)."""
+    return " OR ".join(match_word(word) for word in words)
+
+
+def phrase_pattern(query: str) -> re.Pattern[str] | None:
+    """A text holding the query word for word (its tokens in order, any case, joined by any separators or none:
+    "xylo http adapter" holds in ``XyloHttpAdapter``), when the query has at least two tokens. Checked on the candidates' own text: no FTS5 query (restricting one to a
+    few rowids re-reads every term's doclist once per rowid: tens of milliseconds)."""
+    tokens = [token for token in re.split(r"[\W_]+", query) if token]
+    if len(tokens) < 2:
+        return None
+    return re.compile(r"(?<![^\W_])" + r"[\W_]*".join(map(re.escape, tokens)) + r"(?![^\W_])", re.IGNORECASE)
