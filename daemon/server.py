@@ -100,6 +100,7 @@ class Server:
         self._tick_task: asyncio.Task[None] | None = None
         self._unexpected: list[BaseException] = []
         self.log = log
+        self.heap_tracer: Any = None  # heapdebug.HeapTracer when PIRAG_TRACEMALLOC is set (leak hunts)
         self._pong = PingResult()
         self._inline: dict[str, Callable[[], Any]] = {"ping": lambda: self._pong, "hello": self._hello,
                                                       "status": self._status}
@@ -111,7 +112,10 @@ class Server:
         loop.set_exception_handler(self._loop_exception)
         self._bind()
         assert self.endpoint is not None
-        self._server = await loop.create_unix_server(lambda: Connection(self), sock=self.endpoint.sock)
+        # create_unix_server(sock=...) calls listen() again, with backlog=100 unless told: pass ours, or a burst
+        # of connects while the model loads is refused with EAGAIN (FINDINGS: Unix sockets).
+        self._server = await loop.create_unix_server(lambda: Connection(self), sock=self.endpoint.sock,
+                                                     backlog=self.config.server.listen_backlog)
         log.info("listening on %s (pid %d, protocol %d, version %s)", self.endpoint.path, os.getpid(),
                  PROTOCOL_VERSION, __version__)
         self._install_signals()
@@ -141,7 +145,8 @@ class Server:
             self.endpoint = adopt_endpoint(inherited)
             log.info("using the socket passed by systemd: %s", self.endpoint.path)
         else:
-            self.endpoint = bind_endpoint(self.config.socket_path, self.config.server.socket_mode)
+            self.endpoint = bind_endpoint(self.config.socket_path, self.config.server.socket_mode,
+                                          self.config.server.listen_backlog)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -222,6 +227,8 @@ class Server:
             if self.ready and now - last_status >= STATUS_EVERY_S:
                 self.notifier.status(self._status_line(now - last_status))
                 last_status = now
+            if self.heap_tracer is not None:
+                self.heap_tracer.tick(now)
             interval = self.config.log.metrics_interval_s
             if interval and now - last_metrics >= interval:
                 metric_line(self._metric_figures())
