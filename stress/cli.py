@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "anomaly-detection": ("scenario_anomaly", "scenario: inject faults, detect them with robust statistics"),
     "quick": ("scenario_quick", "all six scenarios, small (CI); `all` runs them at default size"),
     "all": ("scenario_all", "all six scenarios at default size (--quick: small)"),
+    "crash": ("scenario_crash", "scenario: SIGKILL the daemon (it starts its own) mid-ingest and mid-write, verify"),
     "compare": ("compare", "pirag vs llama-cpp-python (naive, server), Chroma's server, sentence-transformers, echo"),
 }
 
