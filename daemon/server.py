@@ -227,7 +227,7 @@ class Server:
             if self.ready and now - last_status >= STATUS_EVERY_S:
                 self.notifier.status(self._status_line(now - last_status))
                 last_status = now
-            if self.heap_tracer is not None:
+            if self.heap_tracer is not None and self.ready:  # baseline once ready: start-up is not growth
                 self.heap_tracer.tick(now)
             interval = self.config.log.metrics_interval_s
             if interval and now - last_metrics >= interval:

@@ -2,8 +2,11 @@
 the stores stop growing after warm-up); the daemon's RSS, USS, open FDs and threads are sampled every 0.5 s and
 a robust (Theil-Sen) slope after warm-up, against the daemon's own request count, gives MB per 10k operations.
 
-A slope above ``--max-mb-per-10k`` fails the check. Warm-up (the first ``--warmup`` fraction of the run) is left
-out: caches fill and lazily created objects appear there. The slope is taken against operations rather than
+Before the measured run the caches are filled: the same traffic runs until the daemon's ``status`` shows the
+query cache and the embedding cache at least ``--fill`` full (by entries or by bytes, whichever bound is
+nearer) or ``--fill-max-s`` passed, so that a cache filling up is not mistaken for a leak. A slope above
+``--max-mb-per-10k`` fails the check. Warm-up (the first ``--warmup`` fraction of the measured run) is left
+out as well: lazily created objects appear there. The slope is taken against operations rather than
 time so that a slow machine and a fast one give comparable figures.
 """
 
@@ -21,7 +24,7 @@ from .scenario_base import Outcome, Run, common_checks, scenario_main
 from .scenario_concurrent import cleanup, seed_project
 
 NAME = "memory-leaks"
-QUICK = {"duration": 15.0, "clients": 4, "max_mb_per_10k": 200.0, "max_fds_per_10k": 500.0}  # a few hundred ops: machinery only
+QUICK = {"duration": 15.0, "clients": 4, "max_mb_per_10k": 200.0, "max_fds_per_10k": 500.0, "fill_max_s": 5.0}  # a few hundred ops: machinery only
 MIX = {"search": 35, "recall": 20, "remember": 15, "log_episode": 5, "timeline": 15, "ingest_small": 10}
 
 
@@ -34,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-mb-per-10k", type=float, default=8.0, help="check: RSS slope, MB per 10k ops")
     parser.add_argument("--max-fds-per-10k", type=float, default=2.0, help="check: open-FD slope per 10k ops")
     parser.add_argument("--max-error-rate", type=float, default=0.001)
+    parser.add_argument("--fill", type=float, default=0.95, help="cache fill (0..1) reached before measuring")
+    parser.add_argument("--fill-max-s", type=float, default=600.0, help="longest cache-filling phase, seconds")
 
 
 def fit(run: Run, start: float, end: float, warmup: float) -> dict[str, Any]:
@@ -68,13 +73,33 @@ def fit(run: Run, start: float, end: float, warmup: float) -> dict[str, Any]:
     return figures
 
 
+def cache_fill(run: Run) -> dict[str, float]:
+    latest = run.monitor.status_samples[-1] if run.monitor.status_samples else {}
+    return {"query_cache": latest.get("query_cache_fill", 0.0), "embed_cache": latest.get("embed_cache_fill", 0.0),
+            "cache_mb": round(latest.get("cache_bytes", 0) / 1e6, 2), "rss_mb": round(latest.get("rss_mb", 0), 1)}
+
+
+def fill_caches(run: Run, args: argparse.Namespace, project: str) -> dict[str, Any]:
+    """The same bounded traffic until both caches are full (or ``--fill-max-s``); not part of the fit."""
+    def full() -> bool:
+        fill = cache_fill(run)
+        return min(fill["query_cache"], fill["embed_cache"]) >= args.fill
+
+    specs = run.specs(args.clients, args.fill_max_s, MIX, projects=[project], max_ops=args.max_ops, bounded=True,
+                      pool_size=args.pool)
+    start, end, _ = run.traffic(specs, "filling the caches", until=full)
+    return {**cache_fill(run), "seconds": round(end - start, 1), "reached": full()}
+
+
 def run(run: Run, args: argparse.Namespace) -> Outcome:
     project = f"{args.tag}-docs"
     seed_project(run, project)
+    fill = fill_caches(run, args, project)
     specs = run.specs(args.clients, args.duration, MIX, projects=[project], max_ops=args.max_ops, bounded=True,
                       pool_size=args.pool)
     start, end, samples = run.traffic(specs, f"{args.clients} clients, bounded data")
     figures = fit(run, start, end, args.warmup)
+    figures["cache_fill"] = fill
     figures["cleanup"] = cleanup(run, [project])
     checks = common_checks(run, samples, args.max_error_rate, None)
     checks.append(Check("RSS slope, MB per 10k ops", figures.get("rss_mb_per_10k_ops"), args.max_mb_per_10k, "<="))
