@@ -43,6 +43,9 @@ class ServerConfig(_Section):
     # Connections the kernel queues before the daemon accepts them (listen(2); capped by net.core.somaxconn).
     # A burst beyond it is refused with EAGAIN while the daemon starts or is busy (FINDINGS: socket backlog).
     listen_backlog: Annotated[int, msgspec.Meta(ge=16, le=65535)] = 1024
+    # Seconds between malloc_trim(0) calls that give freed heap memory back to the kernel (glibc keeps it per
+    # thread arena otherwise, and the RSS ratchets up under a mixed load); 0 disables them.
+    malloc_trim_interval_s: NonNegFloat = 60.0
 
 
 class LogConfig(_Section):

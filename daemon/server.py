@@ -33,7 +33,7 @@ from pirag.client.protocol import OPS, PROTOCOL_VERSION, Envelope, ErrorBody, Re
 from pirag.client.protocol.core import HelloResult, LatencySummary, PingResult, StatusResult
 from pirag.client.version import __version__
 
-from . import systemd
+from . import memtrim, systemd
 from .app import App, RequestContext
 from .config import RELOADABLE, Config, ConfigError, load_config, summary
 from .connection import Connection
@@ -101,6 +101,9 @@ class Server:
         self._unexpected: list[BaseException] = []
         self.log = log
         self.heap_tracer: Any = None  # heapdebug.HeapTracer when PIRAG_TRACEMALLOC is set (leak hunts)
+        self.malloc_trims = 0
+        self._trimming: asyncio.Future[bool] | None = None
+        self._last_trim = time.monotonic()
         self._pong = PingResult()
         self._inline: dict[str, Callable[[], Any]] = {"ping": lambda: self._pong, "hello": self._hello,
                                                       "status": self._status}
@@ -227,12 +230,25 @@ class Server:
             if self.ready and now - last_status >= STATUS_EVERY_S:
                 self.notifier.status(self._status_line(now - last_status))
                 last_status = now
+            self._maybe_trim(loop)
             if self.heap_tracer is not None and self.ready:  # baseline once ready: start-up is not growth
                 self.heap_tracer.tick(now)
             interval = self.config.log.metrics_interval_s
             if interval and now - last_metrics >= interval:
                 metric_line(self._metric_figures())
                 last_metrics = now
+
+    def _maybe_trim(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Every ``server.malloc_trim_interval_s``: give freed heap memory back (memtrim.py), on a worker thread."""
+        interval = self.config.server.malloc_trim_interval_s
+        if not interval or not memtrim.available or (self._trimming is not None and not self._trimming.done()):
+            return
+        now = time.monotonic()
+        if now - self._last_trim < interval:
+            return
+        self._last_trim = now
+        self.malloc_trims += 1
+        self._trimming = loop.run_in_executor(None, memtrim.trim)
 
     def _check_timeouts(self) -> None:
         limits = self.config.server
@@ -372,7 +388,7 @@ class Server:
         lag = self.metrics.lag.summary()
         components = self.app.stats()
         components["server"] = {"ready": self.ready, "starting": None if self.ready else self.starting_message,
-                                "unexpected_loop_errors": len(self._unexpected)}
+                                "unexpected_loop_errors": len(self._unexpected), "malloc_trims": self.malloc_trims}
         return StatusResult(
             version=__version__, protocol=PROTOCOL_VERSION, pid=os.getpid(),
             uptime_s=round(time.time() - self.started_at, 3), connections=len(self.connections),
