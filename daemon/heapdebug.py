@@ -7,7 +7,8 @@ difference, grouped by the allocating file and line (``PIRAG_TRACEMALLOC_GROUP=t
 stacks instead). Python allocations only: llama.cpp and Chroma's Rust side are invisible to it, so the report
 also gives the process RSS next to the traced total, and the gap is what native code holds.
 
-Tracing costs CPU (a few tens of percent) and memory: never on in production. A leaf module.
+Tracing costs CPU (a few tens of percent; far more with deep stacks) and memory, and each snapshot blocks
+the event loop while it is taken (seconds on a loaded machine): never on in production. A leaf module.
 """
 
 from __future__ import annotations
@@ -17,16 +18,10 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from .metrics import rss_bytes
+
 ENV = "PIRAG_TRACEMALLOC"
 TOP_LINES = 40
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 class HeapTracer:
@@ -57,7 +52,7 @@ class HeapTracer:
             return
         self.last = now
         if self.baseline is None:
-            self.baseline, self.baseline_rss, self.baseline_at = self._snapshot(), _rss_bytes(), now
+            self.baseline, self.baseline_rss, self.baseline_at = self._snapshot(), rss_bytes(), now
             return
         self.write(now)
 
@@ -66,7 +61,7 @@ class HeapTracer:
         snapshot = self._snapshot()
         stats = snapshot.compare_to(self.baseline, self.group_by)
         traced, peak = tracemalloc.get_traced_memory()
-        rss = _rss_bytes()
+        rss = rss_bytes()
         lines = [f"# pirag heap growth over {now - self.baseline_at:.0f} s (pid {os.getpid()}, "
                  f"{time.strftime('%Y-%m-%dT%H:%M:%S')})",
                  f"# traced {traced / 1e6:.1f} MB (peak {peak / 1e6:.1f}); RSS {rss / 1e6:.1f} MB, "

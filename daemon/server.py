@@ -39,7 +39,7 @@ from .config import RELOADABLE, Config, ConfigError, load_config, summary
 from .connection import Connection
 from .endpoint import Endpoint, adopt_endpoint, bind_endpoint
 from .log import RequestLog, metric_line, set_level
-from .metrics import Metrics
+from .metrics import Metrics, rss_bytes
 
 log = logging.getLogger("pirag.server")
 
@@ -273,7 +273,7 @@ class Server:
         return {
             "requests": dict(self.metrics.requests_by_op), "errors": dict(self.metrics.errors_by_code),
             "connections": len(self.connections), "inflight": self.inflight,
-            "loop_lag": self.metrics.lag.summary(), "rss_bytes": _rss_bytes(),
+            "loop_lag": self.metrics.lag.summary(), "rss_bytes": rss_bytes(),
         }
 
     def _reload(self) -> None:
@@ -394,15 +394,7 @@ class Server:
             uptime_s=round(time.time() - self.started_at, 3), connections=len(self.connections),
             connections_total=self.metrics.connections_total, inflight=self.inflight,
             requests_by_op=dict(self.metrics.requests_by_op), errors_by_code=dict(self.metrics.errors_by_code),
-            loop_lag=LatencySummary(**lag), rss_bytes=_rss_bytes(),
+            loop_lag=LatencySummary(**lag), rss_bytes=rss_bytes(),
             socket=str(self.endpoint.path if self.endpoint else self.config.socket_path),
             state_dir=str(self.config.state_path), config=summary(self.config), components=components)
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
