@@ -304,6 +304,16 @@ def verify(daemon: Daemon, ledger: Ledger) -> tuple[dict[str, Any], list[Check]]
 # the run
 
 
+def job_progress(daemon: Daemon, job_id: int) -> str:
+    """The job's state and chunks done just before a kill: "running 120/282" (shows kills hit mid-ingest)."""
+    try:
+        with daemon.client(timeout=2) as client:
+            jobs = client.ingest_status(job_id).jobs
+    except PiragError as exc:
+        return exc.code
+    return f"{jobs[0].state} {jobs[0].chunks_done}/{jobs[0].chunks_total}" if jobs else "?"
+
+
 def wait_job(daemon: Daemon, job_id: int, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     with daemon.client() as client:
@@ -343,13 +353,14 @@ def run_crash(args: argparse.Namespace) -> tuple[dict[str, Any], list[Check], Pa
                 moment = "serving"
                 daemon.wait_ready()
                 time.sleep(rng.uniform(0.2, args.max_interval))
+            job = job_progress(daemon, job_id) if moment == "serving" else "-"
             with ledger.lock:
                 acknowledged = len(ledger.facts) + len(ledger.episodes) + len(ledger.forgotten)
             after = time.monotonic() - daemon.started_at
             daemon.kill9()
             kills.append({"kill": number + 1, "moment": moment, "after_start_s": round(after, 2),
-                          "acknowledged_so_far": acknowledged})
-            print(f"[crash] kill {number + 1}/{args.kills} ({moment}) {after:.2f} s after start; "
+                          "acknowledged_so_far": acknowledged, "job": job})
+            print(f"[crash] kill {number + 1}/{args.kills} ({moment}) {after:.2f} s after start; job {job}; "
                   f"{acknowledged} writes acknowledged so far", flush=True)
             daemon.start()
         daemon.wait_ready()
@@ -362,7 +373,8 @@ def run_crash(args: argparse.Namespace) -> tuple[dict[str, Any], list[Check], Pa
             status = client.status()
         exit_code = daemon.stop()
         figures, checks = verify(daemon, ledger)
-        figures.update(kills=len(kills), starts=daemon.starts, job_state=job_state, final_exit_code=exit_code,
+        figures.update(kills=len(kills), starts=daemon.starts,
+                       kills_mid_ingest=sum(1 for kill in kills if str(kill["job"]).startswith("running")), job_state=job_state, final_exit_code=exit_code,
                        reference_state=reference.state, run_s=round(time.monotonic() - started, 1),
                        files=args.files, clients=args.clients, kill_log=kills,
                        vectors=(status.components or {}).get("vectors"))
