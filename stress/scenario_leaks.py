@@ -13,12 +13,14 @@ time so that a slow machine and a fast one give comparable figures.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
 from typing import Any
 
 import numpy as np
 
-from .anomaly import change_points, theil_sen
+from .anomaly import change_points, theil_sen, theil_sen_ci
 from .report import Check
 from .scenario_base import Outcome, Run, common_checks, scenario_main
 from .scenario_concurrent import cleanup, seed_project
@@ -39,6 +41,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-error-rate", type=float, default=0.001)
     parser.add_argument("--fill", type=float, default=0.95, help="cache fill (0..1) reached before measuring")
     parser.add_argument("--fill-max-s", type=float, default=600.0, help="longest cache-filling phase, seconds")
+    parser.add_argument("--settle-s", type=float, default=0.0,
+                        help="after the caches, also fill until the RSS grew < --settle-mb over this many seconds "
+                             "(bounded caches that fill slowly: SQLite's page caches); 0: caches only")
+    parser.add_argument("--settle-mb", type=float, default=4.0)
+
+
+CI_EVERY_S = 20.0  # one sample per 20 s for the confidence interval: 0.5 s samples are far from independent
+
+
+def slope_ci(t: np.ndarray, ops: np.ndarray, values: list[float]) -> list[float] | None:
+    """95 % interval of the per-10k-ops slope (Sen), on samples thinned to one per CI_EVERY_S seconds."""
+    picked, last = [], -math.inf
+    for index, moment in enumerate(t):
+        if moment - last >= CI_EVERY_S:
+            picked.append(index)
+            last = moment
+    if len(picked) < 6:
+        return None
+    low, high = theil_sen_ci(ops[picked], np.asarray(values, dtype=float)[picked])
+    return [round(low * 10_000, 3), round(high * 10_000, 3)]
 
 
 def fit(run: Run, start: float, end: float, warmup: float) -> dict[str, Any]:
@@ -62,6 +84,8 @@ def fit(run: Run, start: float, end: float, warmup: float) -> dict[str, Any]:
             continue
         slope, _ = theil_sen(ops, values)
         figures[f"{name}_per_10k_ops"] = round(slope * 10_000, 3)
+        if name in ("rss_mb", "uss_mb"):
+            figures[f"{name}_per_10k_ops_ci95"] = slope_ci(t, ops, values)
     rss = np.asarray([s.rss_mb for s in kept])
     slope_t, intercept_t = theil_sen(t - run.start, rss)
     figures["rss_fit"] = {"t": [round(float(t[0] - run.start), 2), round(float(t[-1] - run.start), 2)],
@@ -83,12 +107,24 @@ def fill_caches(run: Run, args: argparse.Namespace, project: str) -> dict[str, A
     """The same bounded traffic until both caches are full (or ``--fill-max-s``); not part of the fit."""
     def full() -> bool:
         fill = cache_fill(run)
-        return min(fill["query_cache"], fill["embed_cache"]) >= args.fill
+        return min(fill["query_cache"], fill["embed_cache"]) >= args.fill and settled()
+
+    def settled() -> bool:
+        """The RSS grew less than --settle-mb over the last --settle-s (a leak never gets there: the cap ends it)."""
+        if not args.settle_s:
+            return True
+        samples = run.monitor.process_samples
+        if not samples or samples[-1].t - phase_start < args.settle_s:
+            return False
+        window = [s.rss_mb for s in samples if s.t >= samples[-1].t - args.settle_s]
+        return max(window) - window[0] < args.settle_mb
+
+    phase_start = time.monotonic()
 
     specs = run.specs(args.clients, args.fill_max_s, MIX, projects=[project], max_ops=args.max_ops, bounded=True,
                       pool_size=args.pool)
     start, end, _ = run.traffic(specs, "filling the caches", until=full)
-    return {**cache_fill(run), "seconds": round(end - start, 1), "reached": full()}
+    return {**cache_fill(run), "seconds": round(end - start, 1), "reached": full(), "settle_s": args.settle_s}
 
 
 def run(run: Run, args: argparse.Namespace) -> Outcome:
@@ -103,6 +139,9 @@ def run(run: Run, args: argparse.Namespace) -> Outcome:
     figures["cleanup"] = cleanup(run, [project])
     checks = common_checks(run, samples, args.max_error_rate, None)
     checks.append(Check("RSS slope, MB per 10k ops", figures.get("rss_mb_per_10k_ops"), args.max_mb_per_10k, "<="))
+    ci = figures.get("rss_mb_per_10k_ops_ci95")
+    checks.append(Check("RSS slope 95% interval includes 0", bool(ci) and ci[0] <= 0.0 <= ci[1], True, "true",
+                        note=f"interval {ci} MB per 10k ops" if ci else "too few samples"))
     if figures.get("fds_per_10k_ops") is not None:
         checks.append(Check("open-FD slope per 10k ops", figures["fds_per_10k_ops"], args.max_fds_per_10k, "<="))
     return Outcome(figures=figures, checks=checks)
