@@ -305,7 +305,8 @@ def verify(daemon: Daemon, ledger: Ledger) -> tuple[dict[str, Any], list[Check]]
 
 
 def job_progress(daemon: Daemon, job_id: int) -> str:
-    """The job's state and chunks done just before a kill: "running 120/282" (shows kills hit mid-ingest)."""
+    """The job's state just before a kill, with the current attempt's figures ("running 32/282": chunks
+    embedded and written by this attempt / chunks it has prepared so far): shows the kills hit mid-ingest."""
     try:
         with daemon.client(timeout=2) as client:
             jobs = client.ingest_status(job_id).jobs
