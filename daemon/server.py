@@ -388,7 +388,8 @@ class Server:
         lag = self.metrics.lag.summary()
         components = self.app.stats()
         components["server"] = {"ready": self.ready, "starting": None if self.ready else self.starting_message,
-                                "unexpected_loop_errors": len(self._unexpected), "malloc_trims": self.malloc_trims}
+                                "unexpected_loop_errors": len(self._unexpected)}
+        components["server"]["malloc_trims"] = self.malloc_trims
         return StatusResult(
             version=__version__, protocol=PROTOCOL_VERSION, pid=os.getpid(),
             uptime_s=round(time.time() - self.started_at, 3), connections=len(self.connections),
