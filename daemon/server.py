@@ -34,12 +34,13 @@ from pirag.client.protocol.core import HelloResult, LatencySummary, PingResult, 
 from pirag.client.version import __version__
 
 from . import memtrim, systemd
+from .metrics import rss_bytes
 from .app import App, RequestContext
 from .config import RELOADABLE, Config, ConfigError, load_config, summary
 from .connection import Connection
 from .endpoint import Endpoint, adopt_endpoint, bind_endpoint
 from .log import RequestLog, metric_line, set_level
-from .metrics import Metrics, rss_bytes
+from .metrics import Metrics
 
 log = logging.getLogger("pirag.server")
 
@@ -387,9 +388,10 @@ class Server:
     def _status(self) -> StatusResult:
         lag = self.metrics.lag.summary()
         components = self.app.stats()
+        components["memtrim"] = {"available": memtrim.available, "trims": self.malloc_trims,
+                                 "interval_s": self.config.server.malloc_trim_interval_s}
         components["server"] = {"ready": self.ready, "starting": None if self.ready else self.starting_message,
                                 "unexpected_loop_errors": len(self._unexpected)}
-        components["server"]["malloc_trims"] = self.malloc_trims
         return StatusResult(
             version=__version__, protocol=PROTOCOL_VERSION, pid=os.getpid(),
             uptime_s=round(time.time() - self.started_at, 3), connections=len(self.connections),

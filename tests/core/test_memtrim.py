@@ -35,4 +35,4 @@ def test_trim_returns_memory_freed_by_other_threads() -> None:
 def test_daemon_trims_periodically(daemon_factory: Any) -> None:
     handle = daemon_factory("trim", {"embed": {"model": "fake"}, "server": {"malloc_trim_interval_s": 0.3}})
     with handle.client() as client:
-        wait_until(lambda: client.status().components["server"]["malloc_trims"] >= 3, timeout=20)
+        wait_until(lambda: client.status().components["memtrim"]["trims"] >= 3, timeout=20)
