@@ -62,11 +62,11 @@ class EmbedConfig(_Section):
     batch_wait_ms: NonNegFloat = 2.0
     flash_attn: bool = True
     cache_entries: NonNegInt = 2000
+    cache_max_mb: NonNegInt = 16             # embedding cache bound in MiB (with cache_entries); 0 disables it
     max_texts_per_request: PositiveInt = 1024
     # llama.cpp's extra buffer types (repacked weights; AMX on Intel). auto: off on CPUs with Intel AMX only,
     # where Q8_0/Q4_K_M BERT models segfault with them (FINDINGS.md); on ARM they are the fast Q4_0 path.
     extra_buffer_types: Literal["auto", "on", "off"] = "auto"
-    cache_max_mb: NonNegInt = 16             # embedding cache bound in MiB (with cache_entries); 0 disables it
 
 
 class StoreConfig(_Section):
