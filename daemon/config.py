@@ -40,6 +40,12 @@ class ServerConfig(_Section):
     allowed_gids: list[NonNegInt] = []
     check_peers: bool = False                # when true, a peer must match allowed_uids/gids or be the daemon's uid
     socket_mode: Annotated[int, msgspec.Meta(ge=0, le=0o777)] = 0o660
+    # Connections the kernel queues before the daemon accepts them (listen(2); capped by net.core.somaxconn).
+    # A burst beyond it is refused with EAGAIN while the daemon starts or is busy (FINDINGS: socket backlog).
+    listen_backlog: Annotated[int, msgspec.Meta(ge=16, le=65535)] = 1024
+    # Seconds between malloc_trim(0) calls that give freed heap memory back to the kernel (glibc keeps it per
+    # thread arena otherwise, and the RSS ratchets up under a mixed load); 0 disables them.
+    malloc_trim_interval_s: NonNegFloat = 60.0
 
 
 class LogConfig(_Section):
@@ -56,6 +62,7 @@ class EmbedConfig(_Section):
     batch_wait_ms: NonNegFloat = 2.0
     flash_attn: bool = True
     cache_entries: NonNegInt = 2000
+    cache_max_mb: NonNegInt = 16             # embedding cache bound in MiB (with cache_entries); 0 disables it
     max_texts_per_request: PositiveInt = 1024
     # llama.cpp's extra buffer types (repacked weights; AMX on Intel). auto: off on CPUs with Intel AMX only,
     # where Q8_0/Q4_K_M BERT models segfault with them (FINDINGS.md); on ARM they are the fast Q4_0 path.
@@ -96,6 +103,7 @@ class SearchConfig(_Section):
     cache_ttl_s: NonNegFloat = 300.0
     default_k: PositiveInt = 8
     rrf_k: PositiveInt = 60                  # unused since score-aware fusion; accepted for older configs
+    cache_max_mb: NonNegInt = 32             # query cache bound in MiB (with cache_entries); 0 disables it
 
 
 class RetentionRule(_Section):
@@ -115,6 +123,7 @@ class MemoryConfig(_Section):
     episode_retention: RetentionRule = RetentionRule()        # the rule for every project without its own
     retention: dict[str, RetentionRule] = {}                  # per project: [memory.retention."my-project"]
     prune_interval_s: PositiveFloat = 3600.0
+    recall_cache_max_mb: NonNegInt = 16      # recall cache bound in MiB (with recall_cache_entries); 0 disables it
 
 
 class DebugConfig(_Section):

@@ -73,7 +73,7 @@ def _acquire_lock(path: Path) -> int:
     return fd
 
 
-def bind_endpoint(path: Path, mode: int = 0o660) -> Endpoint:
+def bind_endpoint(path: Path, mode: int = 0o660, backlog: int = 1024) -> Endpoint:
     """Create the directory (0750), take the lock, remove a stale socket, bind and listen."""
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
         raise EndpointError(f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes (the Unix limit)")
@@ -98,7 +98,7 @@ def bind_endpoint(path: Path, mode: int = 0o660) -> Endpoint:
         finally:
             os.umask(old_umask)
         os.chmod(path, mode)
-        sock.listen(1024)
+        sock.listen(backlog)  # the server passes the same backlog again: create_unix_server re-listens
         sock.setblocking(False)
     except BaseException:
         os.close(lock_fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter, deque
 
 RECENT_TICKS = 40    # the loop ticks every 0.25 s: the last ~10 s
@@ -47,3 +48,13 @@ class Metrics:
         total = self.requests_total
         delta, self._last_total = total - self._last_total, total
         return delta
+
+
+def rss_bytes() -> int:
+    """This process's resident set size, from /proc (0 where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+

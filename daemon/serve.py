@@ -34,9 +34,13 @@ def serve(config_path: str | None, socket: str | None, state_dir: str | None) ->
     from .app import App
     from .server import Server
 
+    from . import heapdebug
+
     async def main() -> int:
+        tracer = heapdebug.from_env(config.state_path)  # first: the components' allocations are traced too
         app = App(config)
         server = Server(config, app, config_path=config_path, overrides={"socket": socket, "state_dir": state_dir})
+        server.heap_tracer = tracer
         try:
             components = build_components(config, server.progress)
         except (ConfigError, ValueError, OSError) as exc:

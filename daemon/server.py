@@ -33,7 +33,8 @@ from pirag.client.protocol import OPS, PROTOCOL_VERSION, Envelope, ErrorBody, Re
 from pirag.client.protocol.core import HelloResult, LatencySummary, PingResult, StatusResult
 from pirag.client.version import __version__
 
-from . import systemd
+from . import memtrim, systemd
+from .metrics import rss_bytes
 from .app import App, RequestContext
 from .config import RELOADABLE, Config, ConfigError, load_config, summary
 from .connection import Connection
@@ -101,6 +102,10 @@ class Server:
         self._tick_task: asyncio.Task[None] | None = None
         self._unexpected: list[BaseException] = []
         self.log = log
+        self.heap_tracer: Any = None  # heapdebug.HeapTracer when PIRAG_TRACEMALLOC is set (leak hunts)
+        self.malloc_trims = 0
+        self._trimming: asyncio.Future[bool] | None = None
+        self._last_trim = time.monotonic()
         self._pong = PingResult()
         self._inline: dict[str, Callable[[], Any]] = {"ping": lambda: self._pong, "hello": self._hello,
                                                       "status": self._status}
@@ -115,7 +120,10 @@ class Server:
         loop.set_exception_handler(self._loop_exception)
         self._bind()
         assert self.endpoint is not None
-        self._server = await loop.create_unix_server(lambda: Connection(self), sock=self.endpoint.sock)
+        # create_unix_server(sock=...) calls listen() again, with backlog=100 unless told: pass ours, or a burst
+        # of connects while the model loads is refused with EAGAIN (FINDINGS: Unix sockets).
+        self._server = await loop.create_unix_server(lambda: Connection(self), sock=self.endpoint.sock,
+                                                     backlog=self.config.server.listen_backlog)
         log.info("listening on %s (pid %d, protocol %d, version %s)", self.endpoint.path, os.getpid(),
                  PROTOCOL_VERSION, __version__)
         self._install_signals()
@@ -145,7 +153,8 @@ class Server:
             self.endpoint = adopt_endpoint(inherited)
             log.info("using the socket passed by systemd: %s", self.endpoint.path)
         else:
-            self.endpoint = bind_endpoint(self.config.socket_path, self.config.server.socket_mode)
+            self.endpoint = bind_endpoint(self.config.socket_path, self.config.server.socket_mode,
+                                          self.config.server.listen_backlog)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -227,10 +236,25 @@ class Server:
             if self.ready and now - last_status >= STATUS_EVERY_S:
                 self.notifier.status(self._status_line(now - last_status))
                 last_status = now
+            self._maybe_trim(loop)
+            if self.heap_tracer is not None and self.ready:  # baseline once ready: start-up is not growth
+                self.heap_tracer.tick(now)
             interval = self.config.log.metrics_interval_s
             if interval and now - last_metrics >= interval:
                 metric_line(self._metric_figures())
                 last_metrics = now
+
+    def _maybe_trim(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Every ``server.malloc_trim_interval_s``: give freed heap memory back (memtrim.py), on a worker thread."""
+        interval = self.config.server.malloc_trim_interval_s
+        if not interval or not memtrim.available or (self._trimming is not None and not self._trimming.done()):
+            return
+        now = time.monotonic()
+        if now - self._last_trim < interval:
+            return
+        self._last_trim = now
+        self.malloc_trims += 1
+        self._trimming = loop.run_in_executor(None, memtrim.trim)
 
     def _check_timeouts(self) -> None:
         limits = self.config.server
@@ -255,7 +279,7 @@ class Server:
         return {
             "requests": dict(self.metrics.requests_by_op), "errors": dict(self.metrics.errors_by_code),
             "connections": len(self.connections), "inflight": self.inflight,
-            "loop_lag": self.metrics.lag.summary(), "rss_bytes": _rss_bytes(),
+            "loop_lag": self.metrics.lag.summary(), "rss_bytes": rss_bytes(),
         }
 
     def _reload(self) -> None:
@@ -377,6 +401,8 @@ class Server:
     def _status(self) -> StatusResult:
         lag = self.metrics.lag.summary()
         components = self.app.stats()
+        components["memtrim"] = {"available": memtrim.available, "trims": self.malloc_trims,
+                                 "interval_s": self.config.server.malloc_trim_interval_s}
         components["server"] = {"ready": self.ready, "starting": None if self.ready else self.starting_message,
                                 "unexpected_loop_errors": len(self._unexpected),
                                 "tasks": len(asyncio.all_tasks())}
@@ -386,15 +412,7 @@ class Server:
             uptime_s=round(time.time() - self.started_at, 3), connections=len(self.connections),
             connections_total=self.metrics.connections_total, inflight=self.inflight,
             requests_by_op=dict(self.metrics.requests_by_op), errors_by_code=dict(self.metrics.errors_by_code),
-            loop_lag=LatencySummary(**lag), rss_bytes=_rss_bytes(),
+            loop_lag=LatencySummary(**lag), rss_bytes=rss_bytes(),
             socket=str(self.endpoint.path if self.endpoint else self.config.socket_path),
             state_dir=str(self.config.state_path), config=summary(self.config), components=components)
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 

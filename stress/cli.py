@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "load": ("scenario_load", "scenario: step the request rate up to the p99 knee"),
     "project-churn": ("scenario_churn", "scenario: create, fill, query, drop projects; nothing may be left"),
     "memory-leaks": ("scenario_leaks", "scenario: long mixed run, robust RSS slope per 10k ops"),
+    "crash": ("scenario_crash", "scenario: SIGKILL the daemon (it starts its own) mid-ingest and mid-write, verify"),
     "anomaly-detection": ("scenario_anomaly", "scenario: inject faults, detect them with robust statistics"),
     "quick": ("scenario_quick", "all six scenarios, small (CI); `all` runs them at default size"),
     "all": ("scenario_all", "all six scenarios at default size (--quick: small)"),

@@ -62,7 +62,18 @@ def status_figures(status: Any) -> dict[str, Any]:
         "projects": _get(components, "documents", "projects", default=0),
         "collections_open": _get(components, "vectors", "collections_open", default=0),
         "db_bytes": _get(components, "db", "bytes", default=0),
+        "query_cache_fill": _fill(query_cache, "max_entries"),
+        "embed_cache_fill": _fill(embed_cache, "capacity"),
+        "cache_bytes": (query_cache.get("bytes", 0) + embed_cache.get("bytes", 0)
+                        + (_get(components, "memory", "cache_bytes", default=0) or 0)),
     }
+
+
+def _fill(cache: dict[str, Any], entries_key: str) -> float:
+    """How full a cache is, 0..1: by entries or by bytes, whichever is nearer its bound."""
+    by_entries = cache.get("entries", 0) / cache[entries_key] if cache.get(entries_key) else 0.0
+    by_bytes = cache.get("bytes", 0) / cache["max_bytes"] if cache.get("max_bytes") else 0.0
+    return round(max(by_entries, by_bytes), 4)
 
 
 @dataclass

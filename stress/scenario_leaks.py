@@ -2,26 +2,31 @@
 the stores stop growing after warm-up); the daemon's RSS, USS, open FDs and threads are sampled every 0.5 s and
 a robust (Theil-Sen) slope after warm-up, against the daemon's own request count, gives MB per 10k operations.
 
-A slope above ``--max-mb-per-10k`` fails the check. Warm-up (the first ``--warmup`` fraction of the run) is left
-out: caches fill and lazily created objects appear there. The slope is taken against operations rather than
+Before the measured run the caches are filled: the same traffic runs until the daemon's ``status`` shows the
+query cache and the embedding cache at least ``--fill`` full (by entries or by bytes, whichever bound is
+nearer) or ``--fill-max-s`` passed, so that a cache filling up is not mistaken for a leak. A slope above
+``--max-mb-per-10k`` fails the check. Warm-up (the first ``--warmup`` fraction of the measured run) is left
+out as well: lazily created objects appear there. The slope is taken against operations rather than
 time so that a slow machine and a fast one give comparable figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
 from typing import Any
 
 import numpy as np
 
-from .anomaly import change_points, theil_sen
+from .anomaly import change_points, theil_sen, theil_sen_ci
 from .report import Check
 from .scenario_base import Outcome, Run, common_checks, scenario_main
 from .scenario_concurrent import cleanup, seed_project
 
 NAME = "memory-leaks"
-QUICK = {"duration": 15.0, "clients": 4, "max_mb_per_10k": 200.0, "max_fds_per_10k": 500.0}  # a few hundred ops: machinery only
+QUICK = {"duration": 15.0, "clients": 4, "max_mb_per_10k": 200.0, "max_fds_per_10k": 500.0, "fill_max_s": 5.0}  # a few hundred ops: machinery only
 MIX = {"search": 35, "recall": 20, "remember": 15, "log_episode": 5, "timeline": 15, "ingest_small": 10}
 
 
@@ -34,6 +39,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-mb-per-10k", type=float, default=8.0, help="check: RSS slope, MB per 10k ops")
     parser.add_argument("--max-fds-per-10k", type=float, default=2.0, help="check: open-FD slope per 10k ops")
     parser.add_argument("--max-error-rate", type=float, default=0.001)
+    parser.add_argument("--fill", type=float, default=0.95, help="cache fill (0..1) reached before measuring")
+    parser.add_argument("--fill-max-s", type=float, default=600.0, help="longest cache-filling phase, seconds")
+    parser.add_argument("--settle-s", type=float, default=0.0,
+                        help="after the caches, also fill until the RSS grew < --settle-mb over this many seconds "
+                             "(bounded caches that fill slowly: SQLite's page caches); 0: caches only")
+    parser.add_argument("--settle-mb", type=float, default=4.0)
+
+
+CI_EVERY_S = 20.0  # one sample per 20 s for the confidence interval: 0.5 s samples are far from independent
+
+
+def slope_ci(t: np.ndarray, ops: np.ndarray, values: list[float]) -> list[float] | None:
+    """95 % interval of the per-10k-ops slope (Sen), on samples thinned to one per CI_EVERY_S seconds."""
+    picked, last = [], -math.inf
+    for index, moment in enumerate(t):
+        if moment - last >= CI_EVERY_S:
+            picked.append(index)
+            last = moment
+    if len(picked) < 6:
+        return None
+    low, high = theil_sen_ci(ops[picked], np.asarray(values, dtype=float)[picked])
+    return [round(low * 10_000, 3), round(high * 10_000, 3)]
 
 
 def fit(run: Run, start: float, end: float, warmup: float) -> dict[str, Any]:
@@ -57,6 +84,8 @@ def fit(run: Run, start: float, end: float, warmup: float) -> dict[str, Any]:
             continue
         slope, _ = theil_sen(ops, values)
         figures[f"{name}_per_10k_ops"] = round(slope * 10_000, 3)
+        if name in ("rss_mb", "uss_mb"):
+            figures[f"{name}_per_10k_ops_ci95"] = slope_ci(t, ops, values)
     rss = np.asarray([s.rss_mb for s in kept])
     slope_t, intercept_t = theil_sen(t - run.start, rss)
     figures["rss_fit"] = {"t": [round(float(t[0] - run.start), 2), round(float(t[-1] - run.start), 2)],
@@ -68,16 +97,51 @@ def fit(run: Run, start: float, end: float, warmup: float) -> dict[str, Any]:
     return figures
 
 
+def cache_fill(run: Run) -> dict[str, float]:
+    latest = run.monitor.status_samples[-1] if run.monitor.status_samples else {}
+    return {"query_cache": latest.get("query_cache_fill", 0.0), "embed_cache": latest.get("embed_cache_fill", 0.0),
+            "cache_mb": round(latest.get("cache_bytes", 0) / 1e6, 2), "rss_mb": round(latest.get("rss_mb", 0), 1)}
+
+
+def fill_caches(run: Run, args: argparse.Namespace, project: str) -> dict[str, Any]:
+    """The same bounded traffic until both caches are full (or ``--fill-max-s``); not part of the fit."""
+    def full() -> bool:
+        fill = cache_fill(run)
+        return min(fill["query_cache"], fill["embed_cache"]) >= args.fill and settled()
+
+    def settled() -> bool:
+        """The RSS grew less than --settle-mb over the last --settle-s (a leak never gets there: the cap ends it)."""
+        if not args.settle_s:
+            return True
+        samples = run.monitor.process_samples
+        if not samples or samples[-1].t - phase_start < args.settle_s:
+            return False
+        window = [s.rss_mb for s in samples if s.t >= samples[-1].t - args.settle_s]
+        return max(window) - window[0] < args.settle_mb
+
+    phase_start = time.monotonic()
+
+    specs = run.specs(args.clients, args.fill_max_s, MIX, projects=[project], max_ops=args.max_ops, bounded=True,
+                      pool_size=args.pool)
+    start, end, _ = run.traffic(specs, "filling the caches", until=full)
+    return {**cache_fill(run), "seconds": round(end - start, 1), "reached": full(), "settle_s": args.settle_s}
+
+
 def run(run: Run, args: argparse.Namespace) -> Outcome:
     project = f"{args.tag}-docs"
     seed_project(run, project)
+    fill = fill_caches(run, args, project)
     specs = run.specs(args.clients, args.duration, MIX, projects=[project], max_ops=args.max_ops, bounded=True,
                       pool_size=args.pool)
     start, end, samples = run.traffic(specs, f"{args.clients} clients, bounded data")
     figures = fit(run, start, end, args.warmup)
+    figures["cache_fill"] = fill
     figures["cleanup"] = cleanup(run, [project])
     checks = common_checks(run, samples, args.max_error_rate, None)
     checks.append(Check("RSS slope, MB per 10k ops", figures.get("rss_mb_per_10k_ops"), args.max_mb_per_10k, "<="))
+    ci = figures.get("rss_mb_per_10k_ops_ci95")
+    checks.append(Check("RSS slope 95% interval includes 0", bool(ci) and ci[0] <= 0.0 <= ci[1], True, "true",
+                        note=f"interval {ci} MB per 10k ops" if ci else "too few samples"))
     if figures.get("fds_per_10k_ops") is not None:
         checks.append(Check("open-FD slope per 10k ops", figures["fds_per_10k_ops"], args.max_fds_per_10k, "<="))
     return Outcome(figures=figures, checks=checks)

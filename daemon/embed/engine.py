@@ -251,7 +251,7 @@ class EmbedEngine:
         self._workers: list[threading.Thread] = []
         self._alive = 0
         self._alive_lock = threading.Lock()
-        self._cache = EmbeddingCache(config.cache_entries)
+        self._cache = EmbeddingCache(config.cache_entries, config.cache_max_mb << 20)
         self._pending_calls = 0
         self._batch_tokens = 0
         self._batch_wait_s = config.batch_wait_ms / 1000.0

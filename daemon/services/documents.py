@@ -64,7 +64,7 @@ class DocumentService:
         self.db = db
         self.vectors = vectors
         self.embed = embed
-        self.cache = QueryCache(config.search.cache_entries, config.search.cache_ttl_s)
+        self.cache = QueryCache(config.search.cache_entries, config.search.cache_ttl_s, config.search.cache_max_mb << 20)
         self.ingestor = Ingestor(config, db, vectors, embed, self._bump)
         self.searcher = Searcher(db, vectors, embed)
         self.projects: dict[str, rows.ProjectRow] = {}
@@ -107,7 +107,7 @@ class DocumentService:
 
     def reload(self, config: Config) -> None:
         self.config = config
-        self.cache.configure(config.search.cache_entries, config.search.cache_ttl_s)
+        self.cache.configure(config.search.cache_entries, config.search.cache_ttl_s, config.search.cache_max_mb << 20)
 
     def stats(self) -> dict[str, Any]:
         running = sorted(self._running_jobs)

@@ -69,7 +69,8 @@ class MemoryService:
         self.zone = zone_from_config(config.memory.timezone)
         db.register_migrations("memory", MEMORY_MIGRATIONS)
         self.fact_vectors = VectorSide("facts", fact_rows, db, vectors)
-        self.cache = RecallCache(config.memory.recall_cache_entries, config.search.cache_ttl_s)
+        self.cache = RecallCache(config.memory.recall_cache_entries, config.search.cache_ttl_s,
+                                 config.memory.recall_cache_max_mb << 20)
         self.episodes = Episodes(self)
         self._tasks: list[asyncio.Task[None]] = []
         self.counts: dict[str, int] = {"remembered": 0, "duplicates": 0, "merged": 0, "recalls": 0, "forgotten": 0,
@@ -100,12 +101,13 @@ class MemoryService:
 
     def reload(self, config: Config) -> None:
         self.zone = zone_from_config(config.memory.timezone)
-        self.cache = RecallCache(config.memory.recall_cache_entries, config.search.cache_ttl_s)
+        self.cache = RecallCache(config.memory.recall_cache_entries, config.search.cache_ttl_s,
+                                 config.memory.recall_cache_max_mb << 20)
         self.config = config
         self.episodes.wake()
 
     def stats(self) -> dict[str, Any]:
-        return {**self.counts, "cache_entries": len(self.cache), "cache_hits": self.cache.hits,
+        return {**self.counts, "cache_entries": len(self.cache), "cache_hits": self.cache.hits, "cache_bytes": self.cache.bytes,
                 "fact_exact_searches": self.fact_vectors.exact_searches,
                 "fact_index_searches": self.fact_vectors.index_searches,
                 "index_errors": self.fact_vectors.index_errors + self.episodes.vectors.index_errors,

@@ -1,17 +1,20 @@
-"""The query cache: LRU with a TTL, keyed so that a stale result can never be served.
+"""The query cache: LRU with a TTL, bounded in entries and in bytes, keyed so that a stale result can never be
+served.
 
 The key is the normalized query, the search arguments and the generation number of every project searched
 (``generations``). A write to a project bumps its generation after its transaction commits, so entries made
 before the write are simply never looked up again (and age out of the LRU); ``forget_project`` also drops
-them at once when a project is deleted. Hits and misses are counted for ``status``.
+them at once when a project is deleted. The byte bound (``search.cache_max_mb``) is what keeps memory flat: a
+result quoting eight long chunks weighs a hundred times one quoting short ones (``daemon/lru.py``). Hits,
+misses and bytes are counted for ``status``.
 """
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
+
+from ..lru import BoundedLRU
 
 
 def normalize_query(query: str) -> str:
@@ -19,60 +22,33 @@ def normalize_query(query: str) -> str:
 
 
 class QueryCache:
-    def __init__(self, entries: int, ttl_s: float):
-        self.max_entries = entries
-        self.ttl_s = ttl_s
-        self._entries: OrderedDict[Hashable, tuple[float, frozenset[str], Any]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-        self.expired = 0
+    def __init__(self, entries: int, ttl_s: float, max_bytes: int):
+        self._lru = BoundedLRU(entries, max_bytes, ttl_s)
 
-    def configure(self, entries: int, ttl_s: float) -> None:
-        self.max_entries, self.ttl_s = entries, ttl_s
-        self._trim()
+    @property
+    def max_entries(self) -> int:
+        return self._lru.max_entries
+
+    def configure(self, entries: int, ttl_s: float, max_bytes: int) -> None:
+        self._lru.configure(entries, max_bytes, ttl_s)
 
     def get(self, key: Hashable) -> Any | None:
-        if not self.max_entries:
+        if not self._lru.enabled:
             return None
-        entry = self._entries.get(key)
-        if entry is None:
-            self.misses += 1
-            return None
-        stored_at, _, value = entry
-        if self.ttl_s and time.monotonic() - stored_at > self.ttl_s:
-            del self._entries[key]
-            self.expired += 1
-            self.misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self.hits += 1
-        return value
+        entry = self._lru.get(key)
+        return None if entry is None else entry[1]
 
     def put(self, key: Hashable, projects: frozenset[str], value: Any) -> None:
-        if not self.max_entries:
-            return
-        self._entries[key] = (time.monotonic(), projects, value)
-        self._entries.move_to_end(key)
-        self._trim()
+        self._lru.put(key, (projects, value))
 
     def forget_project(self, project: str) -> int:
-        stale = [key for key, (_, projects, _) in self._entries.items() if project in projects]
-        for key in stale:
-            del self._entries[key]
-        return len(stale)
+        return self._lru.discard_where(lambda _, entry: project in entry[0])
 
     def clear(self) -> None:
-        self._entries.clear()
-
-    def _trim(self) -> None:
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._lru.clear()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._lru)
 
     def stats(self) -> dict[str, Any]:
-        total = self.hits + self.misses
-        return {"entries": len(self._entries), "max_entries": self.max_entries, "ttl_s": self.ttl_s,
-                "hits": self.hits, "misses": self.misses, "expired": self.expired,
-                "hit_rate": round(self.hits / total, 4) if total else 0.0}
+        return self._lru.stats()

@@ -7,7 +7,7 @@ import sys
 
 MODULES = ["cli", "workers", "monitor", "anomaly", "report", "plots", "scenario_base", "scenario_concurrent",
            "scenario_large_files", "scenario_load", "scenario_churn", "scenario_leaks", "scenario_anomaly",
-           "scenario_all", "scenario_quick"]
+           "scenario_all", "scenario_quick", "scenario_crash"]
 
 
 def test_scenarios_never_import_the_daemon() -> None:
