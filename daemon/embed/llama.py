@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import platform
 import threading
 from collections.abc import Sequence
@@ -33,9 +34,31 @@ _backend_ready = False
 _log_callback = None  # kept referenced: llama.cpp calls it from C
 
 
-@lru_cache(maxsize=1)
+AMX_ENV = "PIRAG_CPU_AMX"
+
+
+def amx_override() -> bool | None:
+    """``$PIRAG_CPU_AMX``: ``1`` forces the AMX decision on, ``0`` off (tests, or a CPU that hides its flags);
+    unset or empty: None (read /proc/cpuinfo). Any other value is an error, not a silent guess."""
+    value = os.environ.get(AMX_ENV, "").strip().lower()
+    if value == "":
+        return None
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"${AMX_ENV} must be 1 or 0, not {value!r}")
+
+
 def cpu_has_amx() -> bool:
-    """True on x86 CPUs that advertise Intel AMX (``amx_tile``/``amx_int8``/``amx_bf16`` in /proc/cpuinfo)."""
+    """True on x86 CPUs that advertise Intel AMX (``amx_tile``/``amx_int8``/``amx_bf16`` in /proc/cpuinfo),
+    unless ``$PIRAG_CPU_AMX`` forces the answer."""
+    forced = amx_override()
+    return _cpuinfo_has_amx() if forced is None else forced
+
+
+@lru_cache(maxsize=1)
+def _cpuinfo_has_amx() -> bool:
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
         return False
     try:
