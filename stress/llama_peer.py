@@ -36,9 +36,34 @@ def daemon_model_params(embed_status: dict[str, Any]) -> dict[str, Any]:
     return {"use_extra_bufts": value}
 
 
-def apply_model_params(use_extra_bufts: bool) -> None:
-    """Make every later llama.cpp model load in this process use ``use_extra_bufts``."""
+def load_cpu_backend() -> None:
+    """A portable llama.cpp build (run-time CPU variants, packaging/llama-build-args) loads its CPU code only when
+    asked, and looks beside python, not in llama_cpp/lib. The daemon does the same in daemon/embed/llama.py;
+    this copy exists because stress never imports daemon code. ``$PIRAG_GGML_CPU_VARIANT`` is honoured alike."""
+    import ctypes
+    import os
+    from pathlib import Path
+
     import llama_cpp.llama_cpp as bindings
+
+    lib_dir = Path(bindings._base_path)
+    if not any(lib_dir.glob("libggml-cpu-*.so")):
+        return                                  # a one-CPU build: its CPU code is linked in
+    libggml = ctypes.CDLL(str(lib_dir / "libggml.so"))
+    forced = os.environ.get("PIRAG_GGML_CPU_VARIANT", "").strip()
+    if forced:
+        libggml.ggml_backend_load.argtypes, libggml.ggml_backend_load.restype = [ctypes.c_char_p], ctypes.c_void_p
+        libggml.ggml_backend_load(str(lib_dir / f"libggml-cpu-{forced}.so").encode())
+    else:
+        libggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+        libggml.ggml_backend_load_all_from_path(str(lib_dir).encode())
+
+
+def apply_model_params(use_extra_bufts: bool) -> None:
+    """Make every later llama.cpp model load in this process use ``use_extra_bufts`` (and find its CPU code)."""
+    import llama_cpp.llama_cpp as bindings
+
+    load_cpu_backend()
 
     # The bindings' own functions carry a __wrapped__ (their Python stub): mark ours under another name.
     original = getattr(bindings.llama_model_default_params, "_pirag_original", bindings.llama_model_default_params)
