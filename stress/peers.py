@@ -4,7 +4,7 @@ Child workers (run as ``python -m pirag.stress.peers KIND REQUEST.json``, one JS
 that crashes (llama.cpp's AMX segfault, see FINDINGS) or hogs memory (torch) takes down only itself:
 
 - ``naive``: llama-cpp-python in-process, ``Llama(embedding=True)`` with its defaults except the thread counts
-  (the same as the daemon's), one text per ``embed`` call;
+  and the model parameters (the same as the daemon's, ``llama_peer``), one text per ``embed`` call;
 - ``st``: sentence-transformers on the same checkpoint, ``encode(batch_size=64)``, torch threads = the daemon's.
 
 And the parent-side helpers: free ports, starting/stopping server peers (llama-cpp-python's OpenAI-compatible
@@ -39,12 +39,12 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _naive(request: dict[str, Any]) -> dict[str, Any]:
-    from llama_cpp import Llama
+    from .llama_peer import naive_llama
 
     threads = int(request["threads"])
+    use_extra_bufts = bool(request["use_extra_bufts"])
     started = time.perf_counter()
-    llm = Llama(model_path=request["model"], embedding=True, n_threads=threads, n_threads_batch=threads,
-                verbose=False)
+    llm = naive_llama(request["model"], threads, use_extra_bufts)
     load_s = time.perf_counter() - started
     for text in request["warmup"]:
         llm.embed(text)
@@ -69,6 +69,7 @@ def _naive(request: dict[str, Any]) -> dict[str, Any]:
             "p99_ms": _percentile(latencies, 99) * 1000,
             "query_p50_ms": _percentile(query_latencies, 50) * 1000 if query_latencies else None,
             "n_ctx": llm.n_ctx(), "n_batch": llm.n_batch, "threads": threads,
+            "use_extra_bufts": bool(llm.model_params.use_extra_bufts),
             "truncated_by_deadline": len(latencies) < len(texts)}
 
 

@@ -59,6 +59,10 @@ class StatusResult(Result):
     config: dict[str, Any]
     # One entry per component (embed, caches, stores, jobs...), each reporting its own figures.
     components: dict[str, dict[str, Any]] = {}
+    # starting | ready | stopping; while starting, state_detail says what start-up is doing. `pirag status --wait`
+    # waits for ready. Empty from a daemon older than this field.
+    state: str = ""
+    state_detail: str | None = None
 
 
 HELLO = define_op("hello", HelloArgs, HelloResult, idempotent=True,

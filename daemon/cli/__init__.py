@@ -12,13 +12,14 @@ import importlib
 import pkgutil
 import sys
 
-from .common import common_parser, run_command
+from .common import add_global_options, common_parser, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pirag", description="pirag: a local retrieval-augmented memory service.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_global_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     common = common_parser()

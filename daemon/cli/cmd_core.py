@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
-from .common import client_from, emit
+from pirag.client import Client
+
+from .common import EXIT_ERROR, EXIT_OK, EXIT_UNREACHABLE, client_from, emit
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -19,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     ping.set_defaults(func=_ping)
 
     status = subparsers.add_parser("status", parents=[common], help="the daemon's figures")
+    status.add_argument("--wait", action="store_true",
+                        help="wait (up to --timeout seconds) until the daemon is ready; exit 0 then, 1 if it "
+                        "answers but is not ready in time, 3 if it never answered")
     status.set_defaults(func=_status)
 
     version = subparsers.add_parser("version", parents=[common], help="client and daemon versions")
@@ -40,10 +46,37 @@ def _ping(args: argparse.Namespace) -> None:
          lambda value: f"pong from {value['socket']} in {value['round_trip_ms']:.3f} ms")
 
 
-def _status(args: argparse.Namespace) -> None:
+def _status(args: argparse.Namespace) -> int | None:
+    if args.wait:
+        return _wait_ready(args)
     with client_from(args) as client:
         status = client.status()
     emit(args, status, _human_status)
+    return None
+
+
+def _wait_ready(args: argparse.Namespace) -> int:
+    """Poll ``status`` until ``state`` is ready: the daemon may not even listen yet (a unit starting it)."""
+    from pirag.client.errors import ConnectionFailed, RequestTimeout
+
+    deadline = time.monotonic() + args.timeout
+    last: Any = None
+    reason = "never answered"
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with Client(args.socket, timeout=max(0.5, min(5.0, left))) as client:
+                last = client.status()
+            if last.state == "ready":
+                emit(args, last, _human_status)
+                return EXIT_OK
+            reason = f"{last.state}" + (f" ({last.state_detail})" if last.state_detail else "")
+        except (ConnectionFailed, RequestTimeout) as exc:
+            reason = f"not answering ({exc.message})" if last is None else f"stopped answering ({exc.message})"
+        if time.monotonic() + 0.2 > deadline:
+            print(f"pirag: the daemon is not ready after {args.timeout:g} s: {reason}", file=sys.stderr)
+            return EXIT_ERROR if last is not None else EXIT_UNREACHABLE
+        time.sleep(0.2)
 
 
 def _version(args: argparse.Namespace) -> None:
@@ -66,6 +99,7 @@ def _human_status(status: Any) -> str:
 
     lines = [
         f"pirag {status.version} (protocol {status.protocol}), pid {status.pid}, up {_duration(status.uptime_s)}",
+        f"state       {status.state or '?'}" + (f": {status.state_detail}" if status.state_detail else ""),
         f"socket      {status.socket}",
         f"state dir   {status.state_dir}",
         f"memory      RSS {mib(status.rss_bytes)}",

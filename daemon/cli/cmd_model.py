@@ -41,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "to a GGUF file llama.cpp loads. Pooling and max sequence length come from the checkpoint.")
     p.add_argument("source", metavar="SRC", help="the checkpoint directory")
     p.add_argument("--out", required=True, metavar="FILE", help="the GGUF file to write")
-    p.add_argument("--quant", choices=["f16", "q8_0", "q4_k_m"], default="q8_0",
-                   help="weights format (default q8_0; q4_k_m is the smallest, for a Pi)")
+    p.add_argument("--quant", choices=["f16", "q8_0", "q4_k_m", "q4_0"], default="q8_0",
+                   help="weights format (default q8_0; q4_k_m or q4_0 for a Pi: q4_0 uses llama.cpp's repacked "
+                        "ARM path on a Pi 5)")
     p.set_defaults(func=_import)
 
     p = commands.add_parser("info", parents=[common], help="describe a GGUF model file",

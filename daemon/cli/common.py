@@ -1,4 +1,4 @@
-"""What every ``pirag`` subcommand shares: --socket/--json options, the client, output and exit codes.
+"""What every ``pirag`` subcommand shares: --socket/--json/--timeout options (before or after the subcommand), the client, output and exit codes.
 
 Exit codes: 0 success, 1 the daemon reported an error, 2 usage error (argparse), 3 the daemon is unreachable.
 """
@@ -19,12 +19,32 @@ from pirag.client.errors import ConnectionFailed, PiragError, RequestTimeout
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
+COMMON_DEFAULTS: dict[str, Any] = {"socket": None, "json": False, "timeout": 60.0}
+
+
+def _add_common_options(parser: argparse.ArgumentParser, *, suppress_defaults: bool) -> None:
+    def default(name: str) -> Any:
+        return argparse.SUPPRESS if suppress_defaults else COMMON_DEFAULTS[name]
+
+    parser.add_argument("--socket", default=default("socket"),
+                        help="daemon socket (default: $PIRAG_SOCKET or the standard path)")
+    parser.add_argument("--json", action="store_true", default=default("json"), help="machine-readable JSON output")
+    parser.add_argument("--timeout", type=float, default=default("timeout"),
+                        help="seconds to wait for a reply (default 60)")
+
+
 def common_parser() -> argparse.ArgumentParser:
+    """The common options as every subcommand accepts them (``pirag status --socket P``). Their defaults are
+    suppressed here: the top-level parser (``add_global_options``) sets them, so ``pirag --socket P status``
+    keeps P, and a value given after the subcommand wins."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--socket", help="daemon socket (default: $PIRAG_SOCKET or the standard path)")
-    common.add_argument("--json", action="store_true", help="machine-readable JSON output")
-    common.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a reply (default 60)")
+    _add_common_options(common, suppress_defaults=True)
     return common
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """The same options before the subcommand, as git and systemctl accept them (``pirag --json status``)."""
+    _add_common_options(parser, suppress_defaults=False)
 
 
 def client_from(args: argparse.Namespace) -> Client:

@@ -11,6 +11,9 @@ Two facts from FINDINGS.md shape the parameters:
 - Q8_0/Q4_K_M BERT models segfault in ggml's AMX kernels on Intel AMX CPUs: ``use_extra_bufts`` is turned off
   there, and only there (on ARM the extra buffer types are the fast repacked Q4_0 path).
 
+A portable build (``packaging/llama-build-args``: GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS) has its CPU code in
+variant libraries chosen at run time; ``_load_cpu_backend`` loads them before the first model.
+
 ctypes releases the GIL during these calls, so a context on its own thread runs beside the event loop. A context
 is not thread-safe: the engine gives each one its own thread.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import platform
 import threading
 from collections.abc import Sequence
@@ -33,9 +37,31 @@ _backend_ready = False
 _log_callback = None  # kept referenced: llama.cpp calls it from C
 
 
-@lru_cache(maxsize=1)
+AMX_ENV = "PIRAG_CPU_AMX"
+
+
+def amx_override() -> bool | None:
+    """``$PIRAG_CPU_AMX``: ``1`` forces the AMX decision on, ``0`` off (tests, or a CPU that hides its flags);
+    unset or empty: None (read /proc/cpuinfo). Any other value is an error, not a silent guess."""
+    value = os.environ.get(AMX_ENV, "").strip().lower()
+    if value == "":
+        return None
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"${AMX_ENV} must be 1 or 0, not {value!r}")
+
+
 def cpu_has_amx() -> bool:
-    """True on x86 CPUs that advertise Intel AMX (``amx_tile``/``amx_int8``/``amx_bf16`` in /proc/cpuinfo)."""
+    """True on x86 CPUs that advertise Intel AMX (``amx_tile``/``amx_int8``/``amx_bf16`` in /proc/cpuinfo),
+    unless ``$PIRAG_CPU_AMX`` forces the answer."""
+    forced = amx_override()
+    return _cpuinfo_has_amx() if forced is None else forced
+
+
+@lru_cache(maxsize=1)
+def _cpuinfo_has_amx() -> bool:
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
         return False
     try:
@@ -48,12 +74,75 @@ def cpu_has_amx() -> bool:
     return False
 
 
+VARIANT_ENV = "PIRAG_GGML_CPU_VARIANT"
+
+
+def library_dir() -> Path:
+    """Where llama-cpp-python's shared libraries are (``$LLAMA_CPP_LIB_PATH`` when set, as llama_cpp reads it)."""
+    import llama_cpp.llama_cpp as bindings
+
+    return Path(bindings._base_path)
+
+
+def cpu_variants() -> list[str]:
+    """The run-time CPU variants of a portable build (``libggml-cpu-<variant>.so``); empty for a one-CPU build."""
+    prefix, suffix = "libggml-cpu-", ".so"
+    return sorted(path.name[len(prefix):-len(suffix)] for path in library_dir().glob(f"{prefix}*{suffix}"))
+
+
+def loaded_cpu_variant() -> str | None:
+    """The CPU variant library this process has loaded (from /proc/self/maps), None for a one-CPU build."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    for line in maps.splitlines():
+        name = line.rsplit("/", 1)[-1]
+        if name.startswith("libggml-cpu-") and name.endswith(".so"):
+            return name[len("libggml-cpu-"):-len(".so")]
+    return None
+
+
+def _load_cpu_backend() -> None:
+    """A portable build (GGML_BACKEND_DL) keeps its CPU code in variant libraries that ggml loads only when asked,
+    and it looks beside the executable (python), not in llama_cpp/lib: load them from there, the best one for
+    this CPU, or the one ``$PIRAG_GGML_CPU_VARIANT`` names (to test an older CPU's code path on a newer one)."""
+    variants = cpu_variants()
+    if not variants:
+        return
+    libggml = ctypes.CDLL(str(library_dir() / "libggml.so"))
+    forced = os.environ.get(VARIANT_ENV, "").strip()
+    if forced:
+        if forced not in variants:
+            raise LlamaError(f"${VARIANT_ENV}={forced!r}: no such CPU variant (have: {', '.join(variants)})")
+        libggml.ggml_backend_load.argtypes = [ctypes.c_char_p]
+        libggml.ggml_backend_load.restype = ctypes.c_void_p
+        if not libggml.ggml_backend_load(str(library_dir() / f"libggml-cpu-{forced}.so").encode()):
+            raise LlamaError(f"ggml could not load the CPU variant {forced}")
+    else:
+        libggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+        libggml.ggml_backend_load_all_from_path.restype = None
+        libggml.ggml_backend_load_all_from_path(str(library_dir()).encode())
+    if loaded_cpu_variant() is None:
+        raise LlamaError(f"no CPU variant of {library_dir()} loads on this CPU")
+
+
+def system_info() -> str:
+    """llama.cpp's ``llama_print_system_info()``: the CPU features the loaded CPU code uses."""
+    _init_backend()
+    import llama_cpp
+
+    return llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
+
+
 def _init_backend() -> None:
     global _backend_ready, _log_callback
     with _backend_lock:
         if _backend_ready:
             return
         import llama_cpp
+
+        _load_cpu_backend()
 
         @llama_cpp.llama_log_callback
         def route(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pirag.stress.compare import PEER_NAMES
+from pirag.stress.peers import chroma_executable, llama_server_missing, module_available
 
 STRESS = str(Path(sys.executable).with_name("pirag-stress"))
 SMALL = ["--texts", "6", "--collection", "30", "--queries", "5", "--pings", "200", "--rounds", "1"]
@@ -67,15 +68,58 @@ def check_structure(report: dict[str, Any]) -> None:
             assert target.get("reason"), name
 
 
+def assert_runnable_peers_ran(report: dict[str, Any]) -> None:
+    """A peer this machine can run must have run (on an AMX host too); one it cannot is skipped with its reason."""
+    peers = report["peers"]
+    assert peers["echo_floor"]["status"] == "ok", peers["echo_floor"]
+    assert peers["llama_cpp_naive"]["status"] == "ok", peers["llama_cpp_naive"]
+    if llama_server_missing() is None:
+        assert peers["llama_cpp_server"]["status"] == "ok", peers["llama_cpp_server"]
+        assert report["ratios"]["embed_pirag_over_server_20_clients"] > 0
+    else:
+        assert peers["llama_cpp_server"]["reason"] == llama_server_missing()
+    if chroma_executable() is not None:
+        assert peers["chroma_server"]["status"] == "ok", peers["chroma_server"]
+        assert peers["chroma_server"]["figures"]["collection_count"] == 30
+    if module_available("torch") and module_available("sentence_transformers"):
+        assert peers["sentence_transformers"]["status"] == "ok", peers["sentence_transformers"]
+    else:
+        assert "torch" in peers["sentence_transformers"]["reason"]
+
+
+def assert_peers_share_model_params(report: dict[str, Any], use_extra_bufts: bool) -> None:
+    assert report["peer_model_params"]["use_extra_bufts"] is use_extra_bufts
+    naive = report["peers"]["llama_cpp_naive"]["figures"]
+    assert naive["use_extra_bufts"] is use_extra_bufts          # read back from llama-cpp-python's model params
+    assert naive["one_thread"]["use_extra_bufts"] is use_extra_bufts
+    server = report["peers"]["llama_cpp_server"]
+    if server["status"] == "ok":
+        assert server["model_params"]["use_extra_bufts"] is use_extra_bufts
+        assert f"--use-extra-bufts {int(use_extra_bufts)}" in server["argv"]
+
+
 def test_compare_quick(real_daemon: Any, tmp_path: Path) -> None:
     report = run_compare(real_daemon.socket, tmp_path / "compare.json")
     check_structure(report)
-    assert report["peers"]["echo_floor"]["status"] == "ok"
+    assert_runnable_peers_ran(report)
+    with real_daemon.client() as client:
+        daemon_value = client.status().components["embed"]["extra_buffer_types"]
+    assert_peers_share_model_params(report, daemon_value)
+
+
+def test_forced_amx_reaches_every_llama_peer(daemon_factory: Any, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """PIRAG_CPU_AMX=1 makes the daemon decide as on an Intel AMX host (extra buffer types off) and every llama.cpp
+    peer gets the same parameters: on a real AMX host that is what keeps them from dying with SIGILL."""
+    monkeypatch.setenv("PIRAG_CPU_AMX", "1")
+    forced = daemon_factory("amx-forced", {})
+    monkeypatch.delenv("PIRAG_CPU_AMX")
+    with forced.client() as client:
+        assert client.status().components["embed"]["extra_buffer_types"] is False
+    report = run_compare(forced.socket, tmp_path / "compare.json", "--chroma", str(tmp_path / "no-chroma"))
+    assert_peers_share_model_params(report, False)
     assert report["peers"]["llama_cpp_naive"]["status"] == "ok"
-    if report["peers"]["llama_cpp_server"]["status"] == "ok":
-        assert report["ratios"]["embed_pirag_over_server_20_clients"] > 0
-    if report["peers"]["chroma_server"]["status"] == "ok":
-        assert report["peers"]["chroma_server"]["figures"]["collection_count"] == 30
+    forced.stop()
 
 
 def test_unavailable_peers_are_skipped_with_a_reason(real_daemon: Any, tmp_path: Path) -> None:
