@@ -172,6 +172,13 @@ class Product:
     def recall_call(self, query: str, k: int, namespace: str) -> tuple[str, dict[str, Any]]:
         raise NotImplementedError
 
+    # LoCoMo ingest: turns per store call. 1 = one memory per call, as an agent stores; a product whose tool
+    # takes a list and whose single calls are slow gets batches (that only helps it)
+    locomo_batch = 1
+
+    def store_batch_call(self, texts: list[str], first_index: int, namespace: str) -> tuple[str, dict[str, Any]]:
+        raise NotImplementedError
+
     def result_keys(self, content: str, index: int, namespace: str) -> list[str]:
         """The strings that show memory ``index`` in a recall's text: its content, plain or JSON-escaped."""
         return list(dict.fromkeys([content, json.dumps(content)[1:-1],
@@ -253,8 +260,16 @@ class ChromaMcp(Product):
         if result.isError and "already exists" not in text:
             raise RuntimeError(f"chroma_create_collection failed: {text[:300]}")
 
+    # one chroma_add_documents call costs ~1 s here whatever its size (measured 2026-12-01: the tool builds
+    # its client and embedding function per call), so LoCoMo's turns go in 50 per call
+    locomo_batch = 50
+
     def store_call(self, text: str, index: int, namespace: str) -> tuple[str, dict[str, Any]]:
-        return "chroma_add_documents", {"collection_name": namespace, "documents": [text], "ids": [f"m{index}"]}
+        return self.store_batch_call([text], index, namespace)
+
+    def store_batch_call(self, texts: list[str], first_index: int, namespace: str) -> tuple[str, dict[str, Any]]:
+        return "chroma_add_documents", {"collection_name": namespace, "documents": texts,
+                                        "ids": [f"m{first_index + i}" for i in range(len(texts))]}
 
     def recall_call(self, query: str, k: int, namespace: str) -> tuple[str, dict[str, Any]]:
         return "chroma_query_documents", {"collection_name": namespace, "query_texts": [query], "n_results": k}

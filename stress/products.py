@@ -38,10 +38,10 @@ from .ingest_bench import WORDS
 from .measure import ms, percentile, print_table
 from .product_peers import LOCK_ERRORS, PeerUnavailable, PiragMcp, Product, prepare_model, products
 
-QUICK = {"memories": 60, "queries": 30, "sessions": 5, "locomo_conversations": 1, "locomo_turns": 80,
-         "locomo_questions": 25, "phase_seconds": 120.0, "call_timeout": 120.0}
+QUICK = {"memories": 40, "queries": 20, "sessions": 5, "locomo_conversations": 1, "locomo_turns": 60,
+         "locomo_questions": 20, "phase_seconds": 90.0, "call_timeout": 60.0}
 FULL = {"memories": 1000, "queries": 200, "sessions": 5, "locomo_conversations": 3, "locomo_turns": 0,
-        "locomo_questions": 0, "phase_seconds": 600.0, "call_timeout": 180.0}
+        "locomo_questions": 0, "phase_seconds": 150.0, "call_timeout": 120.0}
 DEFAULT_LOCOMO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "locomo_dev.json"
 LOCOMO_CANDIDATES = (Path("/work/shared/data/locomo_dev.json"), DEFAULT_LOCOMO)
 
@@ -233,33 +233,45 @@ async def locomo_run(product: Product, home: Path, data: Path, locomo: dict[str,
     calls = Calls()
     timeout = sizes["call_timeout"]
     started = time.perf_counter()
-    deadline = time.monotonic() + sizes["phase_seconds"] * 2
     cut_short = False
-    for number, conversation in enumerate(locomo["conversations"][:sizes["locomo_conversations"]]):
+    unstored = 0
+    per_question: dict[str, list[int]] = {}     # "conversation:question" -> [hit@5, hit@10], to compare on common sets
+    for conversation in locomo["conversations"][:sizes["locomo_conversations"]]:
         turns = [(turn_id, f"{speaker}: {text}") for session in conversation["sessions"]
                  for turn_id, speaker, text in session["turns"]]
         if sizes["locomo_turns"]:
             turns = turns[:sizes["locomo_turns"]]
         known = {turn_id for turn_id, _ in turns}
-        questions = [qa for qa in conversation["qa"] if qa[1] and set(qa[1]) <= known]
+        questions = [(number, *qa) for number, qa in enumerate(conversation["qa"]) if qa[1] and set(qa[1]) <= known]
         if sizes["locomo_questions"]:
             questions = questions[:sizes["locomo_questions"]]
         namespace = f"locomo{conversation['id']}x{nonce}"
         async with AsyncExitStack() as stack:
             session = await open_session(stack, product, home, data, namespace, log, timeout)
             await product.setup(session.session, namespace)
-            index_of = {}
-            for index, (turn_id, content) in enumerate(turns):
+            index_of = {turn_id: index for index, (turn_id, _) in enumerate(turns)}
+            batch = max(1, product.locomo_batch)
+            deadline = time.monotonic() + sizes["phase_seconds"]     # per conversation: ingest, then questions
+            done: set[str] = set()
+            for start in range(0, len(turns), batch):
                 if time.monotonic() > deadline:
                     cut_short = True
                     break
-                name, arguments = product.store_call(content, index, namespace)
+                contents = [content for _, content in turns[start:start + batch]]
+                name, arguments = (product.store_call(contents[0], start, namespace) if batch == 1
+                                   else product.store_batch_call(contents, start, namespace))
                 if await call(session, name, arguments, calls, timeout) is not None:
-                    stored += 1
-                index_of[turn_id] = index
-            needles = [(turn_id, product.result_keys(content, index_of.get(turn_id, -1), namespace))
+                    stored += len(contents)
+                done.update(turn_id for turn_id, _ in turns[start:start + batch])
+            if len(done) < len(turns):
+                # ingest cut short: ask only what the stored turns can answer (said in the figures)
+                kept = [qa for qa in questions if set(qa[2]) <= done]
+                unstored += len(questions) - len(kept)
+                questions = kept
+            deadline = time.monotonic() + sizes["phase_seconds"]
+            needles = [(turn_id, product.result_keys(content, index_of[turn_id], namespace))
                        for turn_id, content in turns]
-            for question, evidence, _category in questions:
+            for number, question, evidence, _category in questions:
                 if time.monotonic() > deadline:
                     cut_short = True
                     break
@@ -267,12 +279,15 @@ async def locomo_run(product: Product, home: Path, data: Path, locomo: dict[str,
                 text = await call(session, name, arguments, calls, timeout)
                 asked += 1
                 ranked = rank_turns(text or "", needles)
-                hits5 += bool(set(ranked[:5]) & set(evidence))
-                hits10 += bool(set(ranked[:10]) & set(evidence))
+                hit5, hit10 = bool(set(ranked[:5]) & set(evidence)), bool(set(ranked[:10]) & set(evidence))
+                hits5 += hit5
+                hits10 += hit10
+                per_question[f"{conversation['id']}:{number}"] = [int(hit5), int(hit10)]
     return {"conversations": min(len(locomo["conversations"]), sizes["locomo_conversations"]), "turns_stored": stored,
             "questions": asked, "recall_at_5": round(hits5 / asked, 3) if asked else None,
             "recall_at_10": round(hits10 / asked, 3) if asked else None, "seconds": round(time.perf_counter() - started, 1),
-            "cut_short": cut_short} | calls.figures()
+            "cut_short": cut_short, "questions_dropped_evidence_not_stored": unstored,
+            "per_question": per_question} | calls.figures()
 
 
 # ------------------------------------------------------------------------------------------- per product
@@ -381,6 +396,19 @@ def pick(figures: dict[str, Any], path: tuple[str, str]) -> Any:
     return figures.get(path[0], {}).get(path[1])
 
 
+def locomo_common(peer: dict[str, Any], pirag: dict[str, Any]) -> dict[str, Any] | None:
+    """R@5/R@10 of both on the questions both were asked, when the peer was asked fewer (a cut-short ingest)."""
+    theirs, ours = peer.get("locomo", {}).get("per_question", {}), pirag.get("locomo", {}).get("per_question", {})
+    shared = sorted(set(theirs) & set(ours))
+    if not shared or len(shared) == len(ours):
+        return None
+    result: dict[str, Any] = {"questions": len(shared)}
+    for position, key in ((0, "recall_at_5"), (1, "recall_at_10")):
+        result[key] = (round(sum(theirs[q][position] for q in shared) / len(shared), 3),
+                       round(sum(ours[q][position] for q in shared) / len(shared), 3))
+    return result
+
+
 def rows(report: dict[str, Any]) -> list[list[object]]:
     pirag = report["products"].get("pirag", {}).get("figures", {})
     table: list[list[object]] = []
@@ -390,8 +418,12 @@ def rows(report: dict[str, Any]) -> list[list[object]]:
         if entry["status"] != "ok":
             table.append([entry["label"], "SKIPPED", "", "", entry["reason"][:160]])
             continue
+        common = locomo_common(entry["figures"], pirag)
         for label, path, _ in FIGURES:
             peer, ours = pick(entry["figures"], path), pick(pirag, path)
+            if path[0] == "locomo" and common is not None:      # the peer answered fewer questions: same set
+                peer, ours = common[path[1]]
+                label += f" (the {common['questions']} questions both answered)"
             ratio = f"{ours / peer:.2f}x" if isinstance(peer, (int, float)) and isinstance(ours, (int, float)) \
                 and peer else "-"
             table.append([entry["label"], label, "-" if peer is None else peer, "-" if ours is None else ours, ratio])
