@@ -39,6 +39,16 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
 
 
+def _query_p50_ms(embed_one: Any, queries: list[str]) -> float | None:
+    """p50 of embedding each short query alone, in ms (None without queries)."""
+    latencies = []
+    for text in queries:
+        t0 = time.perf_counter()
+        embed_one(text)
+        latencies.append(time.perf_counter() - t0)
+    return _percentile(latencies, 50) * 1000 if latencies else None
+
+
 def _naive(request: dict[str, Any]) -> dict[str, Any]:
     from llama_cpp import Llama
 
@@ -60,15 +70,10 @@ def _naive(request: dict[str, Any]) -> dict[str, Any]:
         if time.monotonic() > deadline:
             break
     elapsed = time.perf_counter() - started
-    query_latencies = []
-    for text in request.get("queries", []):
-        t0 = time.perf_counter()
-        llm.embed(text)
-        query_latencies.append(time.perf_counter() - t0)
     return {"load_s": round(load_s, 3), "texts": len(latencies), "seconds": elapsed,
             "texts_per_s": len(latencies) / elapsed, "p50_ms": _percentile(latencies, 50) * 1000,
             "p99_ms": _percentile(latencies, 99) * 1000,
-            "query_p50_ms": _percentile(query_latencies, 50) * 1000 if query_latencies else None,
+            "query_p50_ms": _query_p50_ms(llm.embed, request.get("queries", [])),
             "n_ctx": llm.n_ctx(), "n_batch": llm.n_batch, "threads": threads,
             "truncated_by_deadline": len(latencies) < len(texts)}
 
@@ -138,14 +143,9 @@ def _onnx(request: dict[str, Any]) -> dict[str, Any]:
         if time.monotonic() > deadline:
             break
     elapsed = time.perf_counter() - started
-    query_latencies = []
-    for text in request.get("queries", []):
-        t0 = time.perf_counter()
-        embed([text])
-        query_latencies.append(time.perf_counter() - t0)
     return {"load_s": round(load_s, 3), "texts": done, "seconds": elapsed, "texts_per_s": done / elapsed,
             "batch": batch, "batch_p50_ms": _percentile(latencies, 50) * 1000,
-            "query_p50_ms": _percentile(query_latencies, 50) * 1000 if query_latencies else None,
+            "query_p50_ms": _query_p50_ms(lambda text: embed([text]), request.get("queries", [])),
             "threads": threads, "onnxruntime": onnxruntime.__version__,
             "truncated_by_deadline": done < len(texts),
             "first_vectors": [[float(x) for x in row] for row in (first if first is not None else [])]}

@@ -26,7 +26,7 @@ from typing import Any
 
 from .onnx_export import cached_export, peers_cache_dir, place
 
-INSTALL_TIMEOUT_S = 1200.0
+INSTALL_TIMEOUT_S = float(os.environ.get("PIRAG_PEERS_INSTALL_TIMEOUT", "1200"))   # per product
 # A peer that asks for torch must get the CPU build on this disk, never a CUDA build (machines/python.md).
 CONSTRAINTS = "torch==2.13.0\n"
 LOCK_ERRORS = re.compile(r"database is locked|database table is locked|SQLITE_BUSY|database is busy|"
@@ -113,8 +113,9 @@ class Product:
             " built with loadable SQLite extensions" if self.needs_sqlite_extensions else "")
         raise PeerUnavailable(f"{self.requirement} needs {need}; none here: " + ", ".join(rejected))
 
-    def install(self, timeout: float = INSTALL_TIMEOUT_S) -> float:
+    def install(self, timeout: float | None = None) -> float:
         """Install into the cache venv unless done before; returns the seconds it took (0 when cached)."""
+        timeout = INSTALL_TIMEOUT_S if timeout is None else timeout
         wanted = " ".join((self.requirement, *self.pins))
         if self.marker.exists() and self.marker.read_text().strip() == wanted:
             return 0.0
@@ -192,7 +193,7 @@ class PiragMcp(Product):
         super().__init__("pirag", "", "", label="pirag (pirag-mcp + daemon)")
         self.socket = socket
 
-    def install(self, timeout: float = INSTALL_TIMEOUT_S) -> float:
+    def install(self, timeout: float | None = None) -> float:
         bridge = Path(sys.executable).with_name("pirag-mcp")
         if not bridge.exists():
             raise PeerUnavailable(f"pirag-mcp is not installed beside {sys.executable}")
@@ -332,3 +333,30 @@ def prepare_model() -> Path:
         return cached_export()
     except Exception as exc:  # noqa: BLE001 - any failure is the reason every ONNX peer is skipped
         raise PeerUnavailable(f"the ONNX export of all-MiniLM-L6-v2 failed: {type(exc).__name__}: {exc}") from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pirag.stress.product_peers install``: install every product now (CI does it before the tests)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv != ["install"]:
+        print("usage: python -m pirag.stress.product_peers install", file=sys.stderr)
+        return 2
+    failed = 0
+    for product in products():
+        try:
+            seconds = product.install()
+            print(f"{product.requirement}: {'already installed' if not seconds else f'installed in {seconds:.0f} s'}"
+                  f" ({product.venv})", flush=True)
+        except PeerUnavailable as exc:
+            failed += 1
+            print(f"{product.requirement}: NOT INSTALLED: {exc}", flush=True)
+    try:
+        print(f"ONNX export: {prepare_model()}")
+    except PeerUnavailable as exc:
+        failed += 1
+        print(f"ONNX export: FAILED: {exc}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

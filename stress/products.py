@@ -150,6 +150,20 @@ def memory_texts(count: int, nonce: str, seed: int) -> list[str]:
             for i in range(count)]
 
 
+async def timed_calls(session: Session, requests: list[tuple[str, dict[str, Any]]], calls: Calls, timeout: float,
+                      deadline: float, latencies: list[float]) -> int:
+    """The tool calls in order until the deadline; latencies of the answered ones; returns how many were made."""
+    made = 0
+    for name, arguments in requests:
+        if time.monotonic() > deadline:
+            break
+        t0 = time.perf_counter()
+        if await call(session, name, arguments, calls, timeout) is not None:
+            latencies.append(time.perf_counter() - t0)
+        made += 1
+    return made
+
+
 async def store_many(sessions: list[Session], texts: list[str], start_index: int, calls: Calls, timeout: float,
                      budget_s: float) -> dict[str, Any]:
     """``texts`` stored through ``sessions`` concurrently, round-robin; throughput, errors."""
@@ -157,17 +171,11 @@ async def store_many(sessions: list[Session], texts: list[str], start_index: int
 
     deadline = time.monotonic() + budget_s
     latencies: list[float] = []
-    done = [0]
+    made: list[int] = []
 
     async def drive(session: Session, share: list[tuple[int, str]]) -> None:
-        for index, text in share:
-            if time.monotonic() > deadline:
-                return
-            name, arguments = session.product.store_call(text, index, session.namespace)
-            t0 = time.perf_counter()
-            if await call(session, name, arguments, calls, timeout) is not None:
-                latencies.append(time.perf_counter() - t0)
-            done[0] += 1
+        requests = [session.product.store_call(text, index, session.namespace) for index, text in share]
+        made.append(await timed_calls(session, requests, calls, timeout, deadline, latencies))
 
     items = list(enumerate(texts, start=start_index))
     started = time.perf_counter()
@@ -175,26 +183,19 @@ async def store_many(sessions: list[Session], texts: list[str], start_index: int
         for position, session in enumerate(sessions):
             group.start_soon(drive, session, items[position::len(sessions)])
     elapsed = time.perf_counter() - started
-    return {"sessions": len(sessions), "attempted": done[0], "requested": len(texts), "seconds": round(elapsed, 2),
+    return {"sessions": len(sessions), "attempted": sum(made), "requested": len(texts), "seconds": round(elapsed, 2),
             "stored_per_s": round(len(latencies) / elapsed, 1) if elapsed else 0.0,
             "p50_ms": ms(percentile(latencies, 50)), "p99_ms": ms(percentile(latencies, 99)),
-            "cut_short": done[0] < len(texts)} | calls.figures()
+            "cut_short": sum(made) < len(texts)} | calls.figures()
 
 
 async def recall_many(session: Session, queries: list[str], k: int, timeout: float, budget_s: float) -> dict[str, Any]:
     calls = Calls()
     latencies: list[float] = []
-    deadline = time.monotonic() + budget_s
-    for query in queries:
-        if time.monotonic() > deadline:
-            break
-        name, arguments = session.product.recall_call(query, k, session.namespace)
-        t0 = time.perf_counter()
-        if await call(session, name, arguments, calls, timeout) is not None:
-            latencies.append(time.perf_counter() - t0)
+    requests = [session.product.recall_call(query, k, session.namespace) for query in queries]
+    made = await timed_calls(session, requests, calls, timeout, time.monotonic() + budget_s, latencies)
     return {"queries": len(latencies), "p50_ms": ms(percentile(latencies, 50)),
-            "p99_ms": ms(percentile(latencies, 99)), "cut_short": len(latencies) + calls.errors < len(queries)} \
-        | calls.figures()
+            "p99_ms": ms(percentile(latencies, 99)), "cut_short": made < len(queries)} | calls.figures()
 
 
 # ------------------------------------------------------------------------------------------------ LoCoMo

@@ -9,6 +9,7 @@ run here ran, with figures, and that a skipped one says why.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -80,7 +81,9 @@ def test_compare_products_quick(real_daemon: Any, tmp_path: Path) -> None:
     process = subprocess.run([STRESS, "compare", "--products", "--quick", "--allow-missing", "--socket",
                               str(real_daemon.socket), "--json", str(out), "--memories", "15", "--queries", "10",
                               "--locomo-turns", "40", "--locomo-questions", "12"],
-                             capture_output=True, text=True, timeout=3600)
+                             capture_output=True, text=True, timeout=3600,
+                             # a product not installed yet is installed now, each within 15 minutes
+                             env=dict(os.environ, PIRAG_PEERS_INSTALL_TIMEOUT="900"))
     print(process.stdout[-8000:])
     assert process.returncode == 0, process.stderr[-4000:]
     report = json.loads(out.read_text())
