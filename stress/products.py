@@ -207,24 +207,27 @@ def load_locomo(path: Path | None) -> dict[str, Any]:
     raise FileNotFoundError("LoCoMo dev set not found (pass --locomo FILE)")
 
 
-def rank_turns(text: str, needles: list[tuple[str, list[str]]]) -> list[str]:
+def rank_turns(text: str, needles: list[tuple[str, list[str]]], per_spelling: int = 20) -> list[str]:
     """Turn ids in the order their text first appears in ``text`` (several spellings per turn: plain and
-    JSON-escaped); at one position the longest match wins, so "A: Yes" never shadows "A: Yes, I did"."""
-    at: dict[int, tuple[int, str]] = {}
+    JSON-escaped). At one position only the longest match counts, so "A: Yes" inside "A: Yes, I did" is not
+    a hit for "A: Yes" (a later standalone "A: Yes" is)."""
+    occurrences: list[tuple[int, int, str]] = []
     for turn_id, spellings in needles:
-        best = -1
-        length = 0
         for spelling in spellings:
-            position = text.find(spelling)
-            if position >= 0 and (best < 0 or position < best):
-                best, length = position, len(spelling)
-        if best >= 0 and (best not in at or at[best][0] < length):
-            at[best] = (length, turn_id)
-    ordered: list[str] = []
-    for _, (_, turn_id) in sorted(at.items()):
-        if turn_id not in ordered:
-            ordered.append(turn_id)
-    return ordered
+            position = text.find(spelling) if spelling else -1
+            for _ in range(per_spelling):
+                if position < 0:
+                    break
+                occurrences.append((position, -len(spelling), turn_id))
+                position = text.find(spelling, position + 1)
+    occurrences.sort()
+    first: dict[str, int] = {}
+    taken: set[int] = set()
+    for position, _, turn_id in occurrences:
+        if position not in taken:
+            taken.add(position)
+            first.setdefault(turn_id, position)
+    return sorted(first, key=first.__getitem__)
 
 
 async def locomo_run(product: Product, home: Path, data: Path, locomo: dict[str, Any],
