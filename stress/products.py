@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -43,6 +44,7 @@ QUICK = {"memories": 40, "queries": 20, "sessions": 5, "locomo_conversations": 1
 FULL = {"memories": 1000, "queries": 200, "sessions": 5, "locomo_conversations": 3, "locomo_turns": 0,
         "locomo_questions": 0, "phase_seconds": 150.0, "call_timeout": 120.0}
 DEFAULT_LOCOMO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "locomo_dev.json"
+DUPLICATE_REFUSALS = re.compile(r"duplicate", re.I)
 LOCOMO_CANDIDATES = (Path("/work/shared/data/locomo_dev.json"), DEFAULT_LOCOMO)
 
 
@@ -89,17 +91,21 @@ class Calls:
         self.ok = 0
         self.errors = 0
         self.lock_errors = 0
+        self.duplicate_refusals = 0     # a product refusing a memory as a (semantic) duplicate: policy, not failure
         self.samples: list[str] = []
 
     def failed(self, text: str) -> None:
         self.errors += 1
         if LOCK_ERRORS.search(text):
             self.lock_errors += 1
+        if DUPLICATE_REFUSALS.search(text):
+            self.duplicate_refusals += 1
         if len(self.samples) < 3:
             self.samples.append(text[:300])
 
     def figures(self) -> dict[str, Any]:
-        return {"ok": self.ok, "errors": self.errors, "lock_errors": self.lock_errors, "error_samples": self.samples}
+        return {"ok": self.ok, "errors": self.errors, "lock_errors": self.lock_errors,
+                "duplicate_refusals": self.duplicate_refusals, "error_samples": self.samples}
 
 
 async def call(session: Session, name: str, arguments: dict[str, Any], calls: Calls, timeout: float) -> str | None:
@@ -389,6 +395,7 @@ FIGURES = (  # (label, path into figures, lower is better)
     ("store/s, 5 sessions", ("store_5_sessions", "stored_per_s"), False),
     ("store errors, 5 sessions", ("store_5_sessions", "errors"), True),
     ("'database is locked' errors, 5 sessions", ("store_5_sessions", "lock_errors"), True),
+    ("refused as duplicates, 5 sessions", ("store_5_sessions", "duplicate_refusals"), True),
     ("recall p50 ms", ("recall", "p50_ms"), True),
     ("recall p99 ms", ("recall", "p99_ms"), True),
     ("LoCoMo dev R@5", ("locomo", "recall_at_5"), False),
