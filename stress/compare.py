@@ -1,6 +1,7 @@
 """``pirag-stress compare``: pirag side by side with the peers a user could run instead, in one run.
 
     pirag-stress compare [--quick] [--socket PATH] [--json FILE]
+    pirag-stress compare --products [--quick] [--allow-missing] ...   (MCP memory products: see products.py)
 
 Against the live daemon (client library only; never daemon code) and, with the same GGUF file and the same
 thread count as the daemon's pool (contexts x threads per context) and the daemon's llama.cpp model parameters
@@ -13,7 +14,8 @@ thread count as the daemon's pool (contexts x threads per context) and the daemo
 3. Chroma's own server (``chroma run``, 127.0.0.1) holding the same vectors as a pirag project of the same size,
    queried over HTTP with a ready query vector, beside pirag's ``search`` over its socket: cache miss (query
    embedding included), query vector cached but no result cache, and result cache hit;
-4. sentence-transformers on the same checkpoint, batch 64 (only when torch is importable);
+4. sentence-transformers on the same checkpoint, batch 64 (only when torch is importable), and ONNX Runtime on a
+   torch-free ONNX export of it (onnx_export.py), batch 32 and short queries, beside pirag's batch-32 ``embed``;
 5. the bare uvloop + msgspec echo server over a Unix socket: the IPC floor under pirag's ``ping``.
 
 Text is real: the Python standard library's sources on this machine, cut at line boundaries into chunks of
@@ -414,6 +416,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 except Exception as exc:  # noqa: BLE001
                     report.peer_skipped("sentence_transformers", str(exc))
 
+        # 4b. ONNX Runtime on the torch-free ONNX export of the same checkpoint, batches of 32
+        print("[4/5] ONNX Runtime (torch-free export of the same checkpoint), batch 32, and pirag batch 32",
+              flush=True)
+        data["pirag"]["embed_bulk_32"] = asyncio.run(
+            pirag_embed_bulk(socket, tagged(texts, f"p32{nonce}"), 32, time.monotonic() + max_s))
+        onnx_peer(client, report, texts, warmup, short_queries, threads, nonce, max_s, default_model,
+                  int(model.get("max_tokens") or 256))
+
         status_after = client.status()
         cache_after = status_after.components.get("embed", {}).get("cache", {})
         data["pirag"]["embed_cache_hits_during_embedding"] = (cache_after.get("hits", 0)
@@ -428,6 +438,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data["peers"].setdefault(name, {"status": "skipped", "reason": "not reached", "figures": {}})
     compute_ratios(report)
     return data
+
+
+def onnx_peer(client: Client, report: Report, texts: list[str], warmup: list[str], queries: list[str], threads: int,
+              nonce: str, max_s: float, default_model: bool, max_tokens: int) -> None:
+    """ONNX Runtime (what chromadb's default embedding function, fastembed and mcp-memory-service-lite run)."""
+    if not peers.module_available("onnxruntime") or not peers.module_available("onnx"):
+        report.peer_skipped("onnxruntime", "onnx / onnxruntime are not installed: pip install 'pirag[compare]'")
+        return
+    if not default_model:
+        report.peer_skipped("onnxruntime", "the daemon does not run the embedded all-MiniLM-L6-v2 default: no "
+                            "checkpoint of its model here to export")
+        return
+    try:
+        from .onnx_export import cached_export
+
+        model_dir = cached_export()
+        figures = peers.run_child("onnx", {"model_dir": str(model_dir), "threads": threads, "warmup": warmup,
+                                           "texts": tagged(texts, f"o{nonce}"), "batch": 32, "max_seconds": max_s,
+                                           "max_tokens": max_tokens, "queries": [q + " onnx" for q in queries]},
+                                  timeout=max_s + 180)
+        first = figures.pop("first_vectors")
+        reference = client.embed(tagged(texts, f"o{nonce}")[:len(first)]).rows()
+        figures["cosine_vs_pirag_min"] = round(min(sum(a * b for a, b in zip(u, v))
+                                                   for u, v in zip(first, reference)), 5)
+        report.peer_ok("onnxruntime", figures, model_dir=str(model_dir))
+    except Exception as exc:  # noqa: BLE001
+        report.peer_skipped("onnxruntime", str(exc))
 
 
 def search_phase(client: Client, socket: str, report: Report, chunks: list[str], sizes: dict[str, Any],
@@ -531,7 +568,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pings", type=int, help="ping round trips per measurement (IPC floor)")
     parser.add_argument("--rounds", type=int, help="alternated pirag/server rounds (best of each is kept)")
     parser.add_argument("--chroma", help="the chroma command to run (default: beside this Python, else on PATH)")
+    parser.add_argument("--products", action="store_true",
+                        help="instead: pirag vs the MCP memory products (mcp-memory-service-lite, chroma-mcp, "
+                        "basic-memory) through their MCP tools; see products.py")
+    from . import products
+
+    products.add_arguments(parser.add_argument_group("--products options"))
     args = parser.parse_args(argv)
+    if args.products:
+        return products.main(args)
     data = run(args)
     print_report(data)
     if args.json:

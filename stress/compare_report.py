@@ -26,7 +26,10 @@ class Report:
         return self.data["peers"].get(name, {}).get("status") == "ok"
 
 
-PEER_NAMES = ("echo_floor", "llama_cpp_naive", "llama_cpp_server", "chroma_server", "sentence_transformers")
+PEER_NAMES = ("echo_floor", "llama_cpp_naive", "llama_cpp_server", "chroma_server", "sentence_transformers",
+              "onnxruntime")
+TARGET_EMBED_VS_ONNX = 1.0          # pirag batch-32 throughput >= 1.0x ONNX Runtime's
+TARGET_QUERY_VS_ONNX = 1.2          # pirag short-query p50 (over its socket) <= 1.2x ONNX Runtime's (in-process)
 
 
 def compute_ratios(report: Report) -> None:
@@ -72,6 +75,23 @@ def compute_ratios(report: Report) -> None:
                                                                       st["texts_per_s"])
         ratios["embed_pirag_20_clients_over_sentence_transformers"] = ratio(tps(pirag.get("embed_20_clients")),
                                                                             st["texts_per_s"])
+    if report.ok("onnxruntime"):
+        onnx = data["peers"]["onnxruntime"]["figures"]
+        value = ratio(tps(pirag.get("embed_bulk_32")), onnx["texts_per_s"])
+        ratios["embed_pirag_bulk_32_over_onnxruntime"] = value
+        targets["embed_throughput_vs_onnxruntime_batch_32"] = {
+            "target": f">= {TARGET_EMBED_VS_ONNX}x", "measured": value,
+            "met": value is not None and value >= TARGET_EMBED_VS_ONNX}
+        query = ratio(pirag.get("short_query_embed_p50_ms"), onnx.get("query_p50_ms"))
+        ratios["short_query_p50_pirag_over_onnxruntime"] = query
+        targets["short_query_p50_vs_onnxruntime"] = {
+            "target": f"<= {TARGET_QUERY_VS_ONNX}x", "measured": query,
+            "met": query is not None and query <= TARGET_QUERY_VS_ONNX}
+    else:
+        for name, bound in (("embed_throughput_vs_onnxruntime_batch_32", f">= {TARGET_EMBED_VS_ONNX}x"),
+                            ("short_query_p50_vs_onnxruntime", f"<= {TARGET_QUERY_VS_ONNX}x")):
+            targets[name] = {"target": bound, "measured": None, "met": None,
+                             "reason": data["peers"]["onnxruntime"]["reason"]}
     if report.ok("chroma_server") and pirag.get("search_miss"):
         chroma = data["peers"]["chroma_server"]["figures"]
         fastest = min(chroma["raw_http"]["p50_ms"], chroma["chromadb_http_client"]["p50_ms"])
@@ -147,6 +167,16 @@ def print_report(data: dict[str, Any]) -> None:
                      fig(eb, "texts_per_s"), r("embed_pirag_bulk_over_sentence_transformers")])
     else:
         rows.append(["embed texts/s", "sentence-transformers", "SKIPPED", "", peer["sentence_transformers"]["reason"]])
+    if peer["onnxruntime"]["status"] == "ok":
+        o = peer["onnxruntime"]["figures"]
+        rows.append(["embed texts/s, batches of 32", "ONNX Runtime (torch-free export)", round(o["texts_per_s"], 2),
+                     fig(pirag.get("embed_bulk_32"), "texts_per_s"),
+                     r("embed_pirag_bulk_32_over_onnxruntime") + " (target >= 1x)"])
+        rows.append(["short query embed p50 ms", "ONNX Runtime, in-process call", round(o["query_p50_ms"], 2),
+                     pirag.get("short_query_embed_p50_ms"),
+                     r("short_query_p50_pirag_over_onnxruntime") + " (pirag/onnx, target <= 1.2x)"])
+    else:
+        rows.append(["embed texts/s", "ONNX Runtime", "SKIPPED", "", peer["onnxruntime"]["reason"]])
     if peer["chroma_server"]["status"] == "ok":
         c = peer["chroma_server"]["figures"]
         rows.append(["search p50 ms, cache miss (embeds query)", "chroma run, raw HTTP, vector given",

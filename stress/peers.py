@@ -5,7 +5,8 @@ that crashes (llama.cpp's AMX segfault, see FINDINGS) or hogs memory (torch) tak
 
 - ``naive``: llama-cpp-python in-process, ``Llama(embedding=True)`` with its defaults except the thread counts
   and the model parameters (the same as the daemon's, ``llama_peer``), one text per ``embed`` call;
-- ``st``: sentence-transformers on the same checkpoint, ``encode(batch_size=64)``, torch threads = the daemon's.
+- ``st``: sentence-transformers on the same checkpoint, ``encode(batch_size=64)``, torch threads = the daemon's;
+- ``onnx``: ONNX Runtime on the torch-free ONNX export of the same checkpoint (onnx_export.py), batches of 32.
 
 And the parent-side helpers: free ports, starting/stopping server peers (llama-cpp-python's OpenAI-compatible
 server, ``chroma run``), and a minimal keep-alive HTTP/1.1 client (same cost class as pirag's msgspec client, so
@@ -38,6 +39,16 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
 
 
+def _query_p50_ms(embed_one: Any, queries: list[str]) -> float | None:
+    """p50 of embedding each short query alone, in ms (None without queries)."""
+    latencies = []
+    for text in queries:
+        t0 = time.perf_counter()
+        embed_one(text)
+        latencies.append(time.perf_counter() - t0)
+    return _percentile(latencies, 50) * 1000 if latencies else None
+
+
 def _naive(request: dict[str, Any]) -> dict[str, Any]:
     from .llama_peer import naive_llama
 
@@ -59,15 +70,10 @@ def _naive(request: dict[str, Any]) -> dict[str, Any]:
         if time.monotonic() > deadline:
             break
     elapsed = time.perf_counter() - started
-    query_latencies = []
-    for text in request.get("queries", []):
-        t0 = time.perf_counter()
-        llm.embed(text)
-        query_latencies.append(time.perf_counter() - t0)
     return {"load_s": round(load_s, 3), "texts": len(latencies), "seconds": elapsed,
             "texts_per_s": len(latencies) / elapsed, "p50_ms": _percentile(latencies, 50) * 1000,
             "p99_ms": _percentile(latencies, 99) * 1000,
-            "query_p50_ms": _percentile(query_latencies, 50) * 1000 if query_latencies else None,
+            "query_p50_ms": _query_p50_ms(llm.embed, request.get("queries", [])),
             "n_ctx": llm.n_ctx(), "n_batch": llm.n_batch, "threads": threads,
             "use_extra_bufts": bool(llm.model_params.use_extra_bufts),
             "truncated_by_deadline": len(latencies) < len(texts)}
@@ -91,7 +97,62 @@ def _st(request: dict[str, Any]) -> dict[str, Any]:
             "first_vectors": [[float(x) for x in row] for row in vectors[:4]]}
 
 
-WORKERS = {"naive": _naive, "st": _st}
+def _onnx(request: dict[str, Any]) -> dict[str, Any]:
+    """ONNX Runtime on the torch-free export (onnx_export.py), the way its users run it: the checkpoint's own
+    tokenizer (truncated to max_seq_length, padded to the longest text of each batch), mean pooling over the
+    attention mask, L2 normalisation; intra-op threads = the daemon's."""
+    import numpy as np
+    import onnxruntime
+    from tokenizers import Tokenizer
+
+    threads = int(request["threads"])
+    model_dir = Path(request["model_dir"])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    started = time.perf_counter()
+    session = onnxruntime.InferenceSession(str(model_dir / "model.onnx"), options,
+                                           providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=int(request["max_tokens"]))
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    load_s = time.perf_counter() - started
+
+    def embed(texts: list[str]) -> Any:
+        encoded = tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+        hidden = session.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask,
+                                                     "token_type_ids": np.zeros_like(ids)})[0]
+        pooled = (hidden * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+        return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+    embed(request["warmup"])
+    texts: list[str] = request["texts"]
+    batch = int(request["batch"])
+    deadline = time.monotonic() + float(request["max_seconds"])
+    done = 0
+    latencies: list[float] = []
+    first = None
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch):
+        t0 = time.perf_counter()
+        vectors = embed(texts[start:start + batch])
+        latencies.append(time.perf_counter() - t0)
+        first = vectors[:4] if first is None else first
+        done += len(vectors)
+        if time.monotonic() > deadline:
+            break
+    elapsed = time.perf_counter() - started
+    return {"load_s": round(load_s, 3), "texts": done, "seconds": elapsed, "texts_per_s": done / elapsed,
+            "batch": batch, "batch_p50_ms": _percentile(latencies, 50) * 1000,
+            "query_p50_ms": _query_p50_ms(lambda text: embed([text]), request.get("queries", [])),
+            "threads": threads, "onnxruntime": onnxruntime.__version__,
+            "truncated_by_deadline": done < len(texts),
+            "first_vectors": [[float(x) for x in row] for row in (first if first is not None else [])]}
+
+
+WORKERS = {"naive": _naive, "st": _st, "onnx": _onnx}
 
 
 def child_main(argv: list[str]) -> int:

@@ -1,0 +1,362 @@
+"""The products a Pi owner would install instead of pirag, as MCP servers: how each is installed, configured
+offline, started and called (``pirag-stress compare --products`` measures them, see products.py).
+
+Each product is pinned and installed into its own virtual environment under the peers' cache directory
+(``~/.cache/pirag/peers/<name>-<version>``, see ``onnx_export.peers_cache_dir``), once; an install that fails is
+returned as the reason the peer is skipped. Its embedding model (all-MiniLM-L6-v2, exported to ONNX without
+torch by onnx_export.py) is placed where the product looks for it, under a private HOME, and every download
+switch is turned off (HF_HUB_OFFLINE and the products' own). A session is what an MCP host starts: one process
+per session, stdio, spoken to by the official MCP SDK client.
+
+pirag is driven the same way: ``pirag-mcp --socket ... --project ...`` against the live daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .onnx_export import cached_export, peers_cache_dir, place
+
+INSTALL_TIMEOUT_S = float(os.environ.get("PIRAG_PEERS_INSTALL_TIMEOUT", "1200"))   # per product
+# A peer that asks for torch must get the CPU build on this disk, never a CUDA build (machines/python.md).
+CONSTRAINTS = "torch==2.13.0\n"
+LOCK_ERRORS = re.compile(r"database is locked|database table is locked|SQLITE_BUSY|database is busy|"
+                         r"locked by another|could not obtain lock|resource temporarily unavailable", re.I)
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+               "ANONYMIZED_TELEMETRY": "False", "DO_NOT_TRACK": "1", "POSTHOG_DISABLED": "1",
+               "TOKENIZERS_PARALLELISM": "false"}
+
+
+class PeerUnavailable(RuntimeError):
+    """The product cannot run here; the message is the reason shown as SKIPPED."""
+
+
+def _python_version(python: str) -> tuple[int, int] | None:
+    try:
+        out = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True,
+                             text=True, timeout=30).stdout.split()
+        return int(out[0]), int(out[1])
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return None
+
+
+def _loads_sqlite_extensions(python: str) -> bool:
+    probe = "import sqlite3; sqlite3.connect(':memory:').enable_load_extension(True)"
+    try:
+        return subprocess.run([python, "-c", probe], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _interpreters() -> list[str]:
+    """Every Python on this machine worth trying for a peer venv, this one first."""
+    found = [sys.executable, "/usr/bin/python3"]
+    for name in ("python3.11", "python3.12", "python3.13"):
+        found.extend(str(p) for p in (Path("/usr/bin") / name, Path("/usr/local/bin") / name) if p.exists())
+        if shutil.which(name):
+            found.append(shutil.which(name) or "")
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    if pyenv.is_dir():
+        found.extend(str(p / "bin" / "python3") for p in sorted(pyenv.iterdir()) if (p / "bin" / "python3").exists())
+    unique: list[str] = []
+    for python in found:
+        if python and os.access(python, os.X_OK) and python not in unique:
+            unique.append(python)
+    return unique
+
+
+@dataclass
+class Product:
+    """One MCP product: its pinned distribution, how to start one session, and its store/recall tools."""
+
+    name: str
+    version: str
+    requirement: str
+    minimum_python: tuple[int, int] = (3, 10)
+    needs_sqlite_extensions: bool = False
+    label: str = ""
+    # extra pins for dependencies that later releases broke (installed with the product, same pip call)
+    pins: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
+
+    # ---------------------------------------------------------------------------------------- install
+
+    @property
+    def venv(self) -> Path:
+        return peers_cache_dir() / f"{self.name}-{self.version}"
+
+    @property
+    def marker(self) -> Path:
+        return self.venv / ".pirag-installed"
+
+    def pick_python(self) -> str:
+        rejected = []
+        for python in _interpreters():
+            version = _python_version(python)
+            if version is None or version < self.minimum_python:
+                rejected.append(f"{python} ({'.'.join(map(str, version)) if version else '?'})")
+                continue
+            if self.needs_sqlite_extensions and not _loads_sqlite_extensions(python):
+                rejected.append(f"{python} (no loadable SQLite extensions)")
+                continue
+            return python
+        need = f"Python >= {'.'.join(map(str, self.minimum_python))}" + (
+            " built with loadable SQLite extensions" if self.needs_sqlite_extensions else "")
+        raise PeerUnavailable(f"{self.requirement} needs {need}; none here: " + ", ".join(rejected))
+
+    def install(self, timeout: float | None = None) -> float:
+        """Install into the cache venv unless done before; returns the seconds it took (0 when cached)."""
+        timeout = INSTALL_TIMEOUT_S if timeout is None else timeout
+        wanted = " ".join((self.requirement, *self.pins))
+        if self.marker.exists() and self.marker.read_text().strip() == wanted:
+            return 0.0
+        python = self.pick_python()
+        started = time.monotonic()
+        shutil.rmtree(self.venv, ignore_errors=True)
+        self.venv.parent.mkdir(parents=True, exist_ok=True)
+        constraints = self.venv.parent / "constraints.txt"
+        constraints.write_text(CONSTRAINTS)
+        log = self.venv.parent / f"{self.name}-{self.version}.install.log"
+        steps = [[python, "-m", "venv", str(self.venv)],
+                 [str(self.venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                  "-c", str(constraints), self.requirement, *self.pins]]
+        with open(log, "w") as out:
+            for step in steps:
+                left = timeout - (time.monotonic() - started)
+                try:
+                    code = subprocess.run(step, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          timeout=max(1.0, left), env=dict(os.environ, PIP_NO_INPUT="1")).returncode
+                except subprocess.TimeoutExpired:
+                    raise PeerUnavailable(f"installing {self.requirement} took over {timeout:.0f} s "
+                                          f"(log: {log})") from None
+                if code != 0:
+                    tail = [line for line in log.read_text(errors="replace").splitlines()
+                            if line.strip() and not line.startswith("WARNING: Location")][-3:]
+                    raise PeerUnavailable(f"installing {self.requirement} failed ({' | '.join(tail)[-400:]}; "
+                                          f"log: {log})")
+        self.marker.write_text(wanted)
+        return time.monotonic() - started
+
+    # ---------------------------------------------------------------------------------------- sessions
+
+    def prepare_home(self, home: Path, model_dir: Path) -> None:
+        """Put the ONNX model where this product looks under ``home``."""
+
+    def command(self, home: Path, data: Path, namespace: str) -> tuple[str, list[str], dict[str, str]]:
+        raise NotImplementedError
+
+    def base_env(self, home: Path) -> dict[str, str]:
+        """The caller's environment, offline, with a private HOME (thread counts are left at the product's own
+        defaults: that is how a user runs it)."""
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("PIRAG_", "VIRTUAL_ENV"))}
+        env.update(OFFLINE_ENV)
+        env.update({"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
+                    "XDG_CONFIG_HOME": str(home / ".config"), "XDG_DATA_HOME": str(home / ".local" / "share")})
+        env["PATH"] = f"{self.venv / 'bin'}:{env.get('PATH', '')}"
+        return env
+
+    async def setup(self, session: Any, namespace: str) -> None:
+        """Anything a namespace needs before the first store (a collection, a project)."""
+
+    def store_call(self, text: str, index: int, namespace: str) -> tuple[str, dict[str, Any]]:
+        raise NotImplementedError
+
+    def recall_call(self, query: str, k: int, namespace: str) -> tuple[str, dict[str, Any]]:
+        raise NotImplementedError
+
+    # LoCoMo ingest: turns per store call. 1 = one memory per call, as an agent stores; a product whose tool
+    # takes a list and whose single calls are slow gets batches (that only helps it)
+    locomo_batch = 1
+
+    def store_batch_call(self, texts: list[str], first_index: int, namespace: str) -> tuple[str, dict[str, Any]]:
+        raise NotImplementedError
+
+    def result_keys(self, content: str, index: int, namespace: str) -> list[str]:
+        """The strings that show memory ``index`` in a recall's text: its content, plain or JSON-escaped."""
+        return list(dict.fromkeys([content, json.dumps(content)[1:-1],
+                                   json.dumps(content, ensure_ascii=False)[1:-1]]))
+
+
+class PiragMcp(Product):
+    """pirag through ``pirag-mcp`` and the live daemon (``remember`` / ``recall``)."""
+
+    def __init__(self, socket: str):
+        super().__init__("pirag", "", "", label="pirag (pirag-mcp + daemon)")
+        self.socket = socket
+
+    def install(self, timeout: float | None = None) -> float:
+        bridge = Path(sys.executable).with_name("pirag-mcp")
+        if not bridge.exists():
+            raise PeerUnavailable(f"pirag-mcp is not installed beside {sys.executable}")
+        return 0.0
+
+    def command(self, home: Path, data: Path, namespace: str) -> tuple[str, list[str], dict[str, str]]:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("PIRAG_")}
+        return (str(Path(sys.executable).with_name("pirag-mcp")),
+                ["--socket", self.socket, "--project", namespace], env)
+
+    def store_call(self, text: str, index: int, namespace: str) -> tuple[str, dict[str, Any]]:
+        return "remember", {"content": text, "max_chars": 200}
+
+    def recall_call(self, query: str, k: int, namespace: str) -> tuple[str, dict[str, Any]]:
+        return "recall", {"query": query, "k": k, "include_global": False, "max_chars": 200_000}
+
+
+class McpMemoryService(Product):
+    """mcp-memory-service-lite (doobidoo): ``memory server`` over stdio, sqlite-vec storage, ONNX embeddings."""
+
+    def __init__(self) -> None:
+        super().__init__("mcp-memory-service-lite", "12.4.0", "mcp-memory-service-lite==12.4.0",
+                         needs_sqlite_extensions=True, label="mcp-memory-service-lite 12.4.0")
+
+    def prepare_home(self, home: Path, model_dir: Path) -> None:
+        place(model_dir, home / ".cache" / "mcp_memory" / "onnx_models" / "all-MiniLM-L6-v2")
+
+    def command(self, home: Path, data: Path, namespace: str) -> tuple[str, list[str], dict[str, str]]:
+        env = self.base_env(home)
+        base = data / namespace
+        env.update({"MCP_MEMORY_STORAGE_BACKEND": "sqlite_vec", "MCP_MEMORY_USE_ONNX": "1",
+                    "MCP_MEMORY_ONNX_ALLOW_DOWNLOAD": "0", "MCP_MEMORY_BASE_DIR": str(base),
+                    "MCP_MEMORY_SQLITE_PATH": str(base / "sqlite_vec.db"),
+                    "MCP_MEMORY_BACKUPS_PATH": str(base / "backups"), "MCP_CONSOLIDATION_ENABLED": "false",
+                    "MCP_MDNS_ENABLED": "false", "MCP_HTTP_ENABLED": "false", "LOG_LEVEL": "WARNING"})
+        return str(self.venv / "bin" / "memory"), ["server"], env
+
+    def store_call(self, text: str, index: int, namespace: str) -> tuple[str, dict[str, Any]]:
+        return "memory_store", {"content": text, "tags": [namespace]}
+
+    def recall_call(self, query: str, k: int, namespace: str) -> tuple[str, dict[str, Any]]:
+        return "memory_search", {"query": query, "limit": k}
+
+
+class ChromaMcp(Product):
+    """chroma-mcp (chroma-core): a persistent Chroma directory, chromadb's default ONNX embedding function."""
+
+    def __init__(self) -> None:
+        # chroma-mcp 0.2.6 pins mcp==1.6.0, which imports a pydantic internal (eval_type_backport) that
+        # pydantic 2.12 removed: with today's pydantic it dies at start; 2.11 is what it was released with
+        super().__init__("chroma-mcp", "0.2.6", "chroma-mcp==0.2.6", label="chroma-mcp 0.2.6",
+                         pins=("pydantic==2.11.10",))
+
+    def prepare_home(self, home: Path, model_dir: Path) -> None:
+        place(model_dir, home / ".cache" / "chroma" / "onnx_models" / "all-MiniLM-L6-v2")
+
+    def command(self, home: Path, data: Path, namespace: str) -> tuple[str, list[str], dict[str, str]]:
+        env = self.base_env(home)
+        return (str(self.venv / "bin" / "chroma-mcp"),
+                ["--client-type", "persistent", "--data-dir", str(data / "chroma")], env)
+
+    async def setup(self, session: Any, namespace: str) -> None:
+        result = await session.call_tool("chroma_create_collection", {"collection_name": namespace})
+        text = " ".join(getattr(part, "text", "") for part in result.content)
+        if result.isError and "already exists" not in text:
+            raise RuntimeError(f"chroma_create_collection failed: {text[:300]}")
+
+    # one chroma_add_documents call costs ~1 s here whatever its size (measured 2026-12-01: the tool builds
+    # its client and embedding function per call), so LoCoMo's turns go in 50 per call
+    locomo_batch = 50
+
+    def store_call(self, text: str, index: int, namespace: str) -> tuple[str, dict[str, Any]]:
+        return self.store_batch_call([text], index, namespace)
+
+    def store_batch_call(self, texts: list[str], first_index: int, namespace: str) -> tuple[str, dict[str, Any]]:
+        return "chroma_add_documents", {"collection_name": namespace, "documents": texts,
+                                        "ids": [f"m{first_index + i}" for i in range(len(texts))]}
+
+    def recall_call(self, query: str, k: int, namespace: str) -> tuple[str, dict[str, Any]]:
+        return "chroma_query_documents", {"collection_name": namespace, "query_texts": [query], "n_results": k}
+
+
+class BasicMemory(Product):
+    """basic-memory: Markdown notes in a project directory, SQLite FTS5 + fastembed vectors (hybrid search)."""
+
+    FASTEMBED_REPO = "models--Qdrant--all-MiniLM-L6-v2-onnx"
+    REVISION = "pirag-export"
+
+    def __init__(self) -> None:
+        super().__init__("basic-memory", "0.24.1", "basic-memory==0.24.1", minimum_python=(3, 12),
+                         label="basic-memory 0.24.1")
+
+    def prepare_home(self, home: Path, model_dir: Path) -> None:
+        # fastembed reads the Hugging Face hub cache layout (refs/main -> snapshots/<revision>/...)
+        repo = home / "fastembed_cache" / self.FASTEMBED_REPO
+        place(model_dir, repo / "snapshots" / self.REVISION, with_onnx_subdir=False)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(self.REVISION)
+
+    def command(self, home: Path, data: Path, namespace: str) -> tuple[str, list[str], dict[str, str]]:
+        env = self.base_env(home)
+        project = data / namespace / "notes"     # one project per namespace: LoCoMo conversations stay apart
+        project.mkdir(parents=True, exist_ok=True)
+        # BASIC_MEMORY_HOME makes the default "main" project; BASIC_MEMORY_CONFIG_DIR keeps config and the
+        # SQLite index private to this run
+        env.update({"BASIC_MEMORY_HOME": str(project), "BASIC_MEMORY_CONFIG_DIR": str(data / namespace / "config"),
+                    "BASIC_MEMORY_SEMANTIC_EMBEDDING_MODEL": "sentence-transformers/all-MiniLM-L6-v2",
+                    "BASIC_MEMORY_SEMANTIC_EMBEDDING_CACHE_DIR": str(home / "fastembed_cache"),
+                    "FASTEMBED_CACHE_PATH": str(home / "fastembed_cache"),
+                    "BASIC_MEMORY_SEMANTIC_EMBEDDING_THREADS": "1",
+                    "BASIC_MEMORY_LOG_LEVEL": "WARNING", "BASIC_MEMORY_NO_PROMOS": "1",
+                    "BASIC_MEMORY_CLOUD_MODE": "false"})
+        return str(self.venv / "bin" / "basic-memory"), ["mcp"], env
+
+    def store_call(self, text: str, index: int, namespace: str) -> tuple[str, dict[str, Any]]:
+        return "write_note", {"title": self.title(index, namespace), "content": text, "directory": namespace}
+
+    @staticmethod
+    def title(index: int, namespace: str) -> str:
+        return f"note-{namespace}-{index:05d}"
+
+    def result_keys(self, content: str, index: int, namespace: str) -> list[str]:
+        # search_notes answers with titles and snippets, not whole notes: the title names the memory
+        return [self.title(index, namespace)] if index >= 0 else []
+
+    def recall_call(self, query: str, k: int, namespace: str) -> tuple[str, dict[str, Any]]:
+        return "search_notes", {"query": query, "page_size": k}
+
+
+def products() -> list[Product]:
+    return [McpMemoryService(), ChromaMcp(), BasicMemory()]
+
+
+def prepare_model() -> Path:
+    """The cached ONNX export every product is given (raises PeerUnavailable when it cannot be made)."""
+    try:
+        return cached_export()
+    except Exception as exc:  # noqa: BLE001 - any failure is the reason every ONNX peer is skipped
+        raise PeerUnavailable(f"the ONNX export of all-MiniLM-L6-v2 failed: {type(exc).__name__}: {exc}") from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pirag.stress.product_peers install``: install every product now (CI does it before the tests)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv != ["install"]:
+        print("usage: python -m pirag.stress.product_peers install", file=sys.stderr)
+        return 2
+    failed = 0
+    for product in products():
+        try:
+            seconds = product.install()
+            print(f"{product.requirement}: {'already installed' if not seconds else f'installed in {seconds:.0f} s'}"
+                  f" ({product.venv})", flush=True)
+        except PeerUnavailable as exc:
+            failed += 1
+            print(f"{product.requirement}: NOT INSTALLED: {exc}", flush=True)
+    try:
+        print(f"ONNX export: {prepare_model()}")
+    except PeerUnavailable as exc:
+        failed += 1
+        print(f"ONNX export: FAILED: {exc}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
