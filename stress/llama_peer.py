@@ -49,7 +49,10 @@ def load_cpu_backend() -> None:
     lib_dir = Path(bindings._base_path)
     if not any(lib_dir.glob("libggml-cpu-*.so")):
         return                                  # a one-CPU build: its CPU code is linked in
-    libggml = ctypes.CDLL(str(lib_dir / "libggml.so"))
+    # The file libllama itself links (its soname, libggml.so.0): a wheel holds copies, not symlinks, and
+    # a second copy would be a second ggml whose backend registry libllama never sees.
+    soname = lib_dir / "libggml.so.0"
+    libggml = ctypes.CDLL(str(soname if soname.exists() else lib_dir / "libggml.so"))
     forced = os.environ.get("PIRAG_GGML_CPU_VARIANT", "").strip()
     if forced:
         libggml.ggml_backend_load.argtypes, libggml.ggml_backend_load.restype = [ctypes.c_char_p], ctypes.c_void_p

@@ -110,7 +110,10 @@ def _load_cpu_backend() -> None:
     variants = cpu_variants()
     if not variants:
         return
-    libggml = ctypes.CDLL(str(library_dir() / "libggml.so"))
+    # The file libllama itself links (its soname, libggml.so.0): a wheel holds copies, not symlinks, and
+    # a second copy would be a second ggml whose backend registry libllama never sees.
+    soname = library_dir() / "libggml.so.0"
+    libggml = ctypes.CDLL(str(soname if soname.exists() else library_dir() / "libggml.so"))
     forced = os.environ.get(VARIANT_ENV, "").strip()
     if forced:
         if forced not in variants:

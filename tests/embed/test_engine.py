@@ -71,7 +71,10 @@ def test_cache_hits_misses_and_lru_eviction(gguf_models) -> None:  # noqa: ANN00
         engine = await _started(gguf_models["q8_0"], cache_entries=3)
         try:
             first = await engine.embed(texts[:3])
-            assert engine.stats()["cache"] == {"entries": 3, "capacity": 3, "hits": 0, "misses": 3}
+            cache = engine.stats()["cache"]
+            assert {key: cache[key] for key in ("entries", "capacity", "hits", "misses")} == \
+                {"entries": 3, "capacity": 3, "hits": 0, "misses": 3}
+            assert 0 < cache["bytes"] <= cache["max_bytes"] and cache["evicted"] == 0
             batches = engine.batches
             again = await engine.embed(texts[:3])
             assert engine.batches == batches and np.array_equal(first, again)   # served from the cache
