@@ -71,6 +71,9 @@ class Tokens:
         try:
             from llama_cpp import Llama
 
+            from .llama_peer import load_cpu_backend
+
+            load_cpu_backend()                   # a portable build loads no backend by itself
             self.llm = Llama(model_path=model_path, vocab_only=True, verbose=False)
             self.source = "model vocabulary"
         except Exception as exc:  # noqa: BLE001 - any failure falls back to an estimate, and says so

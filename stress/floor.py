@@ -27,12 +27,14 @@ import numpy as np
 from .workers import WORDS
 
 
-def measure(model: str, queries: int, vectors: int, threads: int = 2) -> dict[str, Any]:
+def measure(model: str, queries: int, vectors: int, use_extra_bufts: bool, threads: int = 2) -> dict[str, Any]:
     import chromadb
     from chromadb.config import Settings
-    from llama_cpp import Llama
 
-    llm = Llama(model_path=model, embedding=True, n_threads=threads, n_threads_batch=threads, verbose=False)
+    from .llama_peer import naive_llama
+
+    # the daemon's model parameters and CPU variant loading (llama_peer): AMX hosts, portable builds
+    llm = naive_llama(model, threads, use_extra_bufts)
     rng = np.random.default_rng(7)
     dims = len(llm.embed("warm up", normalize=True))
     matrix = rng.standard_normal((vectors, dims)).astype(np.float32)
@@ -58,11 +60,13 @@ def measure(model: str, queries: int, vectors: int, threads: int = 2) -> dict[st
             "p99_ms": round(float(np.percentile(total_ms, 99)), 2)}
 
 
-def floor(model: str, queries: int = 40, vectors: int = 100, timeout: float = 900) -> dict[str, Any]:
+def floor(model: str, use_extra_bufts: bool, queries: int = 40, vectors: int = 100,
+          timeout: float = 900) -> dict[str, Any]:
     """Both wait policies, each in a child; ``best_p50_ms`` is the faster (None only when both failed)."""
     runs: dict[str, Any] = {}
     for label, env in (("libgomp defaults", {}), ("OMP_WAIT_POLICY=passive", {"OMP_WAIT_POLICY": "passive"})):
-        command = [sys.executable, "-m", "pirag.stress.floor", model, str(queries), str(vectors)]
+        command = [sys.executable, "-m", "pirag.stress.floor", model, str(queries), str(vectors),
+                   str(int(use_extra_bufts))]
         try:
             done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True,
                                   timeout=timeout)
@@ -80,5 +84,5 @@ def floor(model: str, queries: int = 40, vectors: int = 100, timeout: float = 90
 
 
 if __name__ == "__main__":
-    result = measure(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    result = measure(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), bool(int(sys.argv[4])))
     sys.stdout.write("RESULT " + json.dumps(result) + "\n")

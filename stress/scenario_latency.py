@@ -29,6 +29,7 @@ from pirag.client.errors import PiragError
 from pirag.client.protocol.documents import DocumentIn
 
 from .floor import floor
+from .llama_peer import daemon_model_params
 from .report import Check, Sample
 from .scenario_base import Outcome, Run, common_checks, scenario_main
 from .scenario_concurrent import cleanup, seed_project
@@ -123,8 +124,10 @@ def run(run: Run, args: argparse.Namespace) -> Outcome:
     figures: dict[str, Any] = {"size_mb": args.size_mb, "documents": len(documents),
                                "pure_embedding": pure_embedding(run, text, args.embed_texts)}
     if not args.no_floor:
-        model = (run.client.status().components or {}).get("embed", {}).get("model") or {}
-        figures["floor"] = floor(model["path"]) if model.get("path") else {"error": "the daemon reports no model"}
+        embed_status = (run.client.status().components or {}).get("embed", {})
+        model = embed_status.get("model") or {}
+        figures["floor"] = (floor(model["path"], daemon_model_params(embed_status)["use_extra_bufts"])
+                            if model.get("path") else {"error": "the daemon reports no model"})
     phases: list[dict[str, Any]] = []
     all_samples: list[Sample] = []
 

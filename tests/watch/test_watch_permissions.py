@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,10 @@ NOBODY = 65534
 def test_an_unreadable_directory_is_reported_and_retried(xprocess: Any, short_tmp: Path) -> None:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv(1) to run the daemon as another user")
+    probe = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable,
+                            "-c", "import pirag.daemon"], capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:   # e.g. a checkout under a 0700 directory: nobody cannot even start the daemon
+        pytest.skip(f"user nobody cannot run {sys.executable}: {probe.stderr.strip()[-200:]}")
     root = Path(tempfile.mkdtemp(prefix="pw-", dir="/tmp"))   # short_tmp is 0700: nobody could not enter it
     try:
         root.chmod(0o755)
