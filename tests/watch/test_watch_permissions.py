@@ -26,7 +26,8 @@ def test_an_unreadable_directory_is_reported_and_retried(xprocess: Any, short_tm
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv(1) to run the daemon as another user")
     probe = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable,
-                            "-c", "import pirag.daemon"], capture_output=True, text=True, timeout=120)
+                            "-c", "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import pirag.daemon'], check=True)"],
+                           capture_output=True, text=True, timeout=120)   # as the daemon starts its index worker
     if probe.returncode != 0:   # e.g. a checkout under a 0700 directory: nobody cannot even start the daemon
         pytest.skip(f"user nobody cannot run {sys.executable}: {probe.stderr.strip()[-200:]}")
     root = Path(tempfile.mkdtemp(prefix="pw-", dir="/tmp"))   # short_tmp is 0700: nobody could not enter it
