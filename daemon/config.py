@@ -67,8 +67,9 @@ class EmbedConfig(_Section):
     # llama.cpp's extra buffer types (repacked weights; AMX on Intel). auto: off on CPUs with Intel AMX only,
     # where Q8_0/Q4_K_M BERT models segfault with them (FINDINGS.md); on ARM they are the fast Q4_0 path.
     extra_buffer_types: Literal["auto", "on", "off"] = "auto"
-    # The latency lane: one more context, with lane_threads threads (0: every CPU in the affinity), for calls of a
-    # few texts (queries, remember); bulk contexts pause between packs while it runs (docs/PERFORMANCE_TUNING.md).
+    # The latency lane: one more context, with lane_threads threads (0: measured at start, one thread or every CPU
+    # in the affinity, whichever embeds a query faster after an idle gap), for calls of a few texts (queries,
+    # remember); bulk contexts pause between packs while it runs (docs/PERFORMANCE_TUNING.md).
     lane: bool = True
     lane_threads: NonNegInt = 0
 

@@ -62,6 +62,9 @@ log = logging.getLogger("pirag.embed")
 MAX_SEQUENCES_PER_BATCH = 64
 SMALL_CALL_TEXTS = 4          # calls with at most this many texts (queries) go through the fast lane
 LANE_GATE_MAX_S = 0.05        # longest a bulk worker holds back a pack for the latency lane
+LANE_PROBE_GAP_S = 0.005      # the idle gap before each calibration encode (a query arrives after a pause)
+LANE_PROBE_RUNS = 7
+LANE_PROBE_TEXT = "where did I put the notes about the backup schedule"
 OMP_WAIT_POLICY = "passive"   # libgomp's waits for the lane's threads (probe.py: spinning loses on busy cores)
 
 
@@ -153,12 +156,18 @@ class _WorkQueue:
     """Two FIFO lanes shared by the worker threads, and the latency lane's gate.
 
     ``put`` only takes a lock for microseconds (loop-safe). The gate is closed from the moment a small call is
-    queued for the latency lane until the lane has nothing left; bulk workers wait on it before each pack."""
+    queued for the latency lane until the lane has nothing left; bulk workers wait on it before each pack.
+
+    The lane and the bulk workers wait on two conditions of one lock: a query wakes the lane alone. Waking every
+    worker for it (one condition, ``notify_all``) had the bulk threads wake, find nothing and queue for the GIL
+    at the moment the lane needed it: a 5-7 ms query embedding took 15-40 ms one time in four."""
 
     def __init__(self) -> None:
         self._fast: deque[_Item] = deque()
         self._bulk: deque[_Item] = deque()
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)          # bulk workers (every worker while there is no lane)
+        self._lane_cond = threading.Condition(lock)     # the latency lane
         self._lane_idle = threading.Event()
         self._lane_idle.set()
         self.lane = False            # a latency lane takes the fast items (set by the engine)
@@ -173,12 +182,18 @@ class _WorkQueue:
             (self._fast if fast else self._bulk).extend(items)
             if fast and self.lane:
                 self._lane_idle.clear()
-            self._cond.notify_all() if fast else self._cond.notify(len(items))
+            if fast and self.lane:
+                self._lane_cond.notify()
+            elif fast:
+                self._cond.notify_all()
+            else:
+                self._cond.notify(len(items))
 
     def put_back(self, item: _Item) -> None:
         with self._cond:
             self._fast.appendleft(item) if item.fast else self._bulk.appendleft(item)
             self._cond.notify_all()
+            self._lane_cond.notify_all()
 
     def get(self, timeout: float | None, lanes: tuple[bool, bool] = BOTH) -> _Item | None:
         """The next item of ``lanes`` (fast first); waits up to ``timeout`` (None: until one comes or closed)."""
@@ -187,9 +202,10 @@ class _WorkQueue:
         def ready() -> bool:
             return bool((fast and self._fast) or (bulk and self._bulk))
 
-        with self._cond:
+        cond = self._lane_cond if lanes == FAST else self._cond
+        with cond:
             if not ready() and timeout != 0:
-                self._cond.wait_for(lambda: ready() or self.closed, timeout)
+                cond.wait_for(lambda: ready() or self.closed, timeout)
             if fast and self._fast:
                 return self._fast.popleft()
             if bulk and self._bulk:
@@ -208,6 +224,7 @@ class _WorkQueue:
             self.lane = False
             self._lane_idle.set()
             self._cond.notify_all()
+            self._lane_cond.notify_all()
 
     def wait_for_lane(self) -> None:
         """Before a bulk pack: hold back while the latency lane has work, at most ``LANE_GATE_MAX_S``."""
@@ -222,6 +239,7 @@ class _WorkQueue:
             self._fast.clear()
             self._bulk.clear()
             self._cond.notify_all()
+            self._lane_cond.notify_all()
             return left
 
 
@@ -242,6 +260,7 @@ class EmbedEngine:
         self._use_extra_bufts = use_extra_bufts      # None: llama.cpu_has_amx() decides
         self.contexts, self.threads_per_context = pool_shape(config)
         self.lane_threads = lane_threads(config)
+        self.lane_calibration: dict[str, Any] | None = None
         self.omp_wait_policy = ""
         self.openmp: bool | None = None
         self.model: ModelInfo | None = None
@@ -333,6 +352,8 @@ class EmbedEngine:
             context.embed([self._tokenizer.encode("warm up")] * 2)
             context.embed([[spec.special["[CLS]"]] + [spec.special["[UNK]"]] * (max_tokens - 2)
                            + [spec.special["[SEP]"]]])
+        if lane is not None and not self.config.lane_threads and self.lane_threads > 1:
+            self.lane_threads = self._calibrate_lane(lane, self._tokenizer.encode(LANE_PROBE_TEXT))
         load_s = time.perf_counter() - started
         self.model = ModelInfo(model_id=f"{path.stem}-{digest[:12]}", path=str(path), dims=self._llama_model.dims,
                                max_tokens=max_tokens, pooling=pooling, quantization=quantization,
@@ -350,6 +371,33 @@ class EmbedEngine:
                  self.model.dims, self.model.pooling, max_tokens, self.model.quantization, self.contexts,
                  self.threads_per_context, f"{self.lane_threads} thread(s)" if lane is not None else "off",
                  "yes" if self.openmp else "no", self.omp_wait_policy or "libgomp's default", load_s)
+
+    def _calibrate_lane(self, lane: Any, ids: list[int]) -> int:
+        """The lane's thread count, measured: a query after an idle gap, with one thread and with every CPU.
+
+        A thread on every CPU wins where an idle CPU wakes at once (a Pi). On a virtual machine a sleeping vCPU
+        can take milliseconds to be scheduled again: on this project's 2-vCPU build host the second thread made
+        a query 16 ms instead of 4.7 ms after a 5 ms pause (2.3 ms back to back). So the daemon measures both
+        at start (``LANE_PROBE_RUNS`` each, about 0.2 s) and keeps the faster; ``embed.lane_threads`` set to a
+        number skips this."""
+        timings: dict[int, float] = {}
+        for threads in (self.lane_threads, 1):
+            lane.set_threads(threads)
+            lane.embed([ids])
+            runs = []
+            for _ in range(LANE_PROBE_RUNS):
+                time.sleep(LANE_PROBE_GAP_S)
+                begun = time.perf_counter()
+                lane.embed([ids])
+                runs.append(time.perf_counter() - begun)
+            timings[threads] = sorted(runs)[len(runs) // 2] * 1000
+        chosen = min(timings, key=lambda threads: (timings[threads], -threads))
+        lane.set_threads(chosen)
+        self.lane_calibration = {"ms_by_threads": {str(t): round(ms, 2) for t, ms in timings.items()},
+                                 "gap_ms": LANE_PROBE_GAP_S * 1000, "chosen": chosen}
+        log.info("latency lane: %s ms for a query after an idle gap (by threads); using %d thread(s)",
+                 self.lane_calibration["ms_by_threads"], chosen)
+        return chosen
 
     def _new_context(self, threads: int | None = None) -> Any:
         from .llama import LlamaContext
@@ -453,7 +501,8 @@ class EmbedEngine:
             "contexts_alive": self._alive,
             "threads_per_context": self.threads_per_context,
             "lane": {"threads": self.lane_threads, "active": self._queue.lane, "batches": self.lane_batches,
-                     "texts": self.lane_texts, "gate_waits": self._queue.gate_waits},
+                     "texts": self.lane_texts, "gate_waits": self._queue.gate_waits,
+                     "calibration": self.lane_calibration},
             "openmp": self.openmp,
             "omp_wait_policy": self.omp_wait_policy,
             "batch_tokens": self._batch_tokens,

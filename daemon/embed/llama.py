@@ -227,6 +227,7 @@ class LlamaContext:
         params.n_ctx = params.n_batch = params.n_ubatch = batch_tokens
         params.n_seq_max = self.max_sequences
         params.n_threads = params.n_threads_batch = threads
+        self.threads = threads
         params.embeddings = True
         params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED     # the GGUF's own (mean / CLS)
         params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
@@ -243,6 +244,11 @@ class LlamaContext:
         self._outputs = np.ctypeslib.as_array(self._batch.logits, shape=(batch_tokens,))
         self._seq_ptrs = [self._batch.seq_id[i] for i in range(batch_tokens)]
         self._memory = llama_cpp.llama_get_memory(self.handle)
+
+    def set_threads(self, threads: int) -> None:
+        """Threads of the following encodes (the context's buffers do not depend on it)."""
+        self._llama.llama_set_n_threads(self.handle, threads, threads)
+        self.threads = threads
 
     def embed(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """Pooled (not normalized) embeddings of token-id sequences that fit one batch together."""

@@ -464,9 +464,11 @@ async def hybrid(memory: MemoryService, side: VectorSide, rows: Any, query: str,
     read completes the pool (rows, similarities). Returns the best ``k`` (row, score)."""
     model_id = memory.model_id
 
-    async def vector_side() -> tuple[np.ndarray, list[tuple[str, float]]]:
-        vector = await memory.vector_of(query)
-        return vector, await side.search(projects, vector, fetch, where, model_id, verify=False)
+    async def embed_query() -> np.ndarray:
+        return await memory.vector_of(query)
+
+    async def vector_side(vector: np.ndarray) -> list[tuple[str, float]]:
+        return await side.search(projects, vector, fetch, where, model_id, verify=False)
 
     def complete(conn: Any, pool: list[str], query_vector: np.ndarray | None, missing: set[str]) -> Completed[str]:
         found, blobs = rows.complete_pool(conn, pool, where, missing, model_id)
@@ -474,7 +476,7 @@ async def hybrid(memory: MemoryService, side: VectorSide, rows: Any, query: str,
         return Completed(rows=found, similarity=near)
 
     ranked, completed = await retrieve(
-        memory.db, mode, fetch, query, vector_side,
+        memory.db, mode, fetch, query, embed_query, vector_side,
         lambda conn: rows.keyword_search(conn, query, where, fetch * KEYWORD_SCORED), complete,
         lambda row: row.content, WEIGHTS[side.kind])
     return [(completed.rows[item.key], item) for item in ranked[:k]]

@@ -108,18 +108,25 @@ def fuse(vector_hits: Sequence[tuple[Any, float]], keyword_hits: Sequence[tuple[
 
 
 async def retrieve(db: Any, mode: str, fetch: int, query: str,
-                   vector_side: Callable[[], Awaitable[tuple[Any, list[tuple[Any, float]]]]],
+                   embed_query: Callable[[], Awaitable[np.ndarray]],
+                   vector_side: Callable[[np.ndarray], Awaitable[list[tuple[Any, float]]]],
                    keyword_side: Callable[[Any], list[tuple[Any, float]]],
                    complete: Callable[[Any, list[Any], Any, set[Any]], Completed[Any]],
                    text_of: Callable[[Any], str], weights: Weights) -> tuple[list[Scored], Completed[Any]]:
-    """Steps 1-3 for one query. ``vector_side()`` embeds the query and returns (query vector, hits);
+    """Steps 1-3 for one query. ``embed_query()`` gives the query's vector, ``vector_side(vector)`` its hits;
     ``keyword_side(conn)`` returns (key, BM25) best first, up to ``KEYWORD_SCORED * fetch`` of them: the first
     ``fetch`` are candidates, the rest only lend their BM25 to vector candidates (ranking them cost FTS5 nothing
     more: it scores every match to order them). ``complete(conn, pool, query vector, keys without a similarity)``
-    runs on a reader; ``text_of(row)`` is the text the phrase is looked for in."""
+    runs on a reader; ``text_of(row)`` is the text the phrase is looked for in.
+
+    The keyword side starts once the query is embedded, beside the vector query: the embedding's latency lane
+    runs on every CPU, and a reader thread competing with it for a core made the embedding 30-50% slower on 2
+    cores, more than running the two sides at once saved (docs/PERFORMANCE_IMPROVEMENTS.md). The vector query
+    itself runs in the index worker's process, so the keyword side has a core meanwhile."""
+    query_vector = await embed_query() if mode != "keyword" else None
     keyword = asyncio.ensure_future(db.read(keyword_side)) if mode != "vector" else None
     try:
-        query_vector, vector_hits = (await vector_side()) if mode != "keyword" else (None, [])
+        vector_hits = await vector_side(query_vector) if query_vector is not None else []
         scored_keywords: list[tuple[Any, float]] = await keyword if keyword is not None else []
     except BaseException:
         if keyword is not None:

@@ -64,17 +64,19 @@ class Searcher:
         project_ids = [project.id for project in projects]
         model_id = self.embed.model.model_id
 
-        async def vector_side() -> tuple[np.ndarray, list[tuple[int, float]]]:
-            vector = (await self.embed.embed([args.query]))[0]
+        async def embed_query() -> np.ndarray:
+            return (await self.embed.embed([args.query]))[0]
+
+        async def vector_side(vector: np.ndarray) -> list[tuple[int, float]]:
             hits = await self._vector_ranks(args, projects, vector, candidates, filtered)
-            return vector, [(chunk_id, 1.0 - distance) for chunk_id, distance in hits]
+            return [(chunk_id, 1.0 - distance) for chunk_id, distance in hits]
 
         def complete(conn: sqlite3.Connection, pool: list[int], query_vector: np.ndarray | None,
                      missing: set[int]) -> Completed[int]:
             return _complete(conn, pool, project_ids, query_vector, missing, model_id)
 
         ranked, completed = await retrieve(
-            self.db, args.mode, candidates, args.query, vector_side,
+            self.db, args.mode, candidates, args.query, embed_query, vector_side,
             lambda conn: self._keyword_ranks(conn, args, project_ids, candidates * KEYWORD_SCORED, filtered),
             complete, lambda row: row[3], WEIGHTS["chunks"])
         ranked = ranked[:k]

@@ -104,11 +104,33 @@ def match_any(words: Sequence[str]) -> str:
     return " OR ".join(match_word(word) for word in words)
 
 
-def phrase_pattern(query: str) -> re.Pattern[str] | None:
+class PhraseMatcher:
+    """``search(text)`` is truthy when ``text`` holds the query word for word (see ``phrase_pattern``).
+
+    The regex starts with a look-behind, which Python's engine tries at every position of every candidate (4 ms
+    for 80 chunks of 1.5 KB, most of a cached search's time); a text lacking one of the words cannot hold the
+    phrase, and ``in`` over the lower-cased text rules that out in C first (0.3 ms for the same 80)."""
+
+    __slots__ = ("pattern", "words")
+
+    def __init__(self, tokens: Sequence[str]):
+        self.pattern = re.compile(r"(?<![^\W_])" + r"[\W_]*".join(map(re.escape, tokens)) + r"(?![^\W_])",
+                                  re.IGNORECASE)
+        self.words = sorted({token.lower() for token in tokens}, key=len, reverse=True)   # longest first: likeliest absent
+
+    def search(self, text: str) -> re.Match[str] | None:
+        lowered = text.lower()
+        if not all(word in lowered for word in self.words):
+            return None
+        return self.pattern.search(text)
+
+
+def phrase_pattern(query: str) -> PhraseMatcher | None:
     """A text holding the query word for word (its tokens in order, any case, joined by any separators or none:
-    "xylo http adapter" holds in ``XyloHttpAdapter``), when the query has at least two tokens. Checked on the candidates' own text: no FTS5 query (restricting one to a
-    few rowids re-reads every term's doclist once per rowid: tens of milliseconds)."""
+    "xylo http adapter" holds in ``XyloHttpAdapter``), when the query has at least two tokens. Checked on the
+    candidates' own text: no FTS5 query (restricting one to a few rowids re-reads every term's doclist once per
+    rowid: tens of milliseconds)."""
     tokens = [token for token in re.split(r"[\W_]+", query) if token]
     if len(tokens) < 2:
         return None
-    return re.compile(r"(?<![^\W_])" + r"[\W_]*".join(map(re.escape, tokens)) + r"(?![^\W_])", re.IGNORECASE)
+    return PhraseMatcher(tokens)

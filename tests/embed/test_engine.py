@@ -286,3 +286,37 @@ def test_lane_threads_follow_the_affinity_unless_configured() -> None:
     assert lane_threads(EmbedConfig(), cpus=4) == 4
     assert lane_threads(EmbedConfig(lane_threads=2), cpus=4) == 2
     assert lane_threads(EmbedConfig(lane=False), cpus=4) == 0
+
+
+def test_an_automatic_lane_measures_its_thread_count_and_keeps_the_faster(gguf_models, monkeypatch) -> None:  # noqa: ANN001
+    import pirag.daemon.embed.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "available_cpus", lambda: 2)
+
+    async def scenario() -> None:
+        engine = await _started(gguf_models["q8_0"], lane=True, cache_entries=0)
+        try:
+            calibration = engine.stats()["lane"]["calibration"]
+            timings = calibration["ms_by_threads"]
+            assert set(timings) == {"1", "2"} and all(ms > 0 for ms in timings.values())
+            assert calibration["chosen"] == engine.lane_threads == min((1, 2), key=lambda t: timings[str(t)])
+            text = "a query for the calibrated lane"
+            lane_vector = (await engine.embed([text]))[0]          # one text: the lane
+            assert engine.stats()["lane"]["texts"] == 1
+            bulk_vector = (await engine.embed([text] + [f"filler {i}" for i in range(11)]))[0]   # the bulk context
+            assert float(lane_vector @ bulk_vector) > 0.999    # packs round differently, not by threads
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_configured_lane_is_not_measured(gguf_models) -> None:  # noqa: ANN001
+    async def scenario() -> None:
+        engine = await _started(gguf_models["q8_0"], lane=True, lane_threads=2, cache_entries=0)
+        try:
+            assert engine.stats()["lane"]["calibration"] is None and engine.lane_threads == 2
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
