@@ -46,6 +46,10 @@ class ServerConfig(_Section):
     # Seconds between malloc_trim(0) calls that give freed heap memory back to the kernel (glibc keeps it per
     # thread arena otherwise, and the RSS ratchets up under a mixed load); 0 disables them.
     malloc_trim_interval_s: NonNegFloat = 60.0
+    # Python's GIL switch interval (sys.setswitchinterval), ms. A thread that wants the GIL waits up to this long
+    # for one running Python code (chunking, tokenizing, SQLite rows) to hand it over: the event loop's lag
+    # during an ingestion. Python's default is 5 ms (docs/PERFORMANCE_TUNING.md).
+    gil_switch_interval_ms: Annotated[float, msgspec.Meta(ge=0.1, le=100.0)] = 1.0
 
 
 class LogConfig(_Section):
