@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from pirag.client.errors import ConnectionFailed
+
 # subcommand -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "ping": ("ping_bench", "ping round trip vs a bare uvloop+msgspec echo server (IPC floor)"),
@@ -44,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pirag-stress: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except ConnectionFailed as exc:     # no daemon at the socket: its message says where and how to start one
+        print(f"pirag-stress: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
