@@ -13,11 +13,11 @@ Two steps:
 Token counts come from the model's own tokenizer (``count_tokens``), counted once per line in one batch call.
 This module is CPU work: the ingest pipeline runs it on a worker thread.
 
-**Code** (docs/RETRIEVAL.md, "Code search"): a chunk is cut at every definition, methods included (tiny ones
-merged), and what is embedded starts with a **contextual header**, the file's path (its last parts,
+**Code** (docs/RETRIEVAL.md, "Code search"): a chunk is cut at every definition, Python's methods included (tiny
+ones merged), and what is embedded starts with a **contextual header**, the file's path (its last parts,
 ``store/fts.short_path``) and the definition path (``email/message.py > class Message > def get_payload``),
-repeated on every piece of a long definition. The header is embedded, never returned as the chunk's text (it is not in the
-file); the path is keyword-indexed with every chunk by the store (``doc_chunk.context``).
+repeated on every piece of a long definition. The header is embedded, never returned as the chunk's text
+(it is not in the file); the path is keyword-indexed with every chunk by the store (``doc_chunk.context``).
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ separators becomes a phrase of the same parts (found whole, in order). What it c
 
 So every spelling a programmer types finds every spelling in the text, in part (one of the words) and in whole
 (the phrase). This module is the one place both sides are defined.
+
+A document chunk's keyword text also carries its file's ``short_path`` (the ``context`` column), the same name
+the contextual header of code chunks embeds (``services/chunking.py``).
 """
 
 from __future__ import annotations
