@@ -35,14 +35,16 @@ class DocumentsMethods:
     def search(self, query: str, projects: Sequence[str] | str = (), *, k: int | None = None, path_glob: str = "",
                file_types: Sequence[str] = (), ingested_after: float | None = None,
                ingested_before: float | None = None, max_chars: int = 0, use_cache: bool = True,
-               mode: str = "hybrid") -> SearchResult:
-        """Hybrid search (``mode`` "vector" or "keyword": one side only); ``projects`` empty searches every project."""
+               mode: str = "hybrid", per_file: int | None = None) -> SearchResult:
+        """Hybrid search (``mode`` "vector" or "keyword": one side only); ``projects`` empty searches every project;
+        ``per_file``: at most that many chunks of one file (0: no cap; None: the daemon's ``search.per_file``)."""
         if isinstance(projects, str):
             projects = [projects]
         return self._call(SEARCH, SearchArgs(query=query, projects=list(projects), k=k, path_glob=path_glob,
                                              file_types=list(file_types), ingested_after=ingested_after,
                                              ingested_before=ingested_before, max_chars=max_chars,
-                                             use_cache=use_cache, mode=mode))  # type: ignore[arg-type]
+                                             use_cache=use_cache, mode=mode,  # type: ignore[arg-type]
+                                             per_file=per_file))
 
     def list_projects(self) -> ListProjectsResult:
         return self._call(LIST_PROJECTS, ListProjectsArgs())

@@ -109,6 +109,7 @@ class SearchConfig(_Section):
     default_k: PositiveInt = 8
     rrf_k: PositiveInt = 60                  # unused since score-aware fusion; accepted for older configs
     cache_max_mb: NonNegInt = 32             # query cache bound in MiB (with cache_entries); 0 disables it
+    per_file: Annotated[int, msgspec.Meta(ge=0, le=200)] = 1   # chunks of one file while others have any; 0: no cap
 
 
 class RetentionRule(_Section):

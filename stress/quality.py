@@ -159,13 +159,18 @@ def ingest_files(client: Client, project: str, files: dict[str, str]) -> dict[st
     return totals
 
 
-def search_ask(client: Client, project: str, query: str, mode: str) -> list[str]:
-    hits = client.search(query, project, k=K, use_cache=False, mode=mode).hits
-    _check_mode(mode, hits)
-    return [hit.source for hit in hits]
+def search_asker(per_file: int | None) -> Ask:
+    """Asks ``search`` for the top K hits (``per_file``: chunks of one file per result; None: the daemon's
+    ``search.per_file``) and returns their sources as the daemon ranked them: a file counts where its first
+    chunk ranks."""
+    def ask(client: Client, project: str, query: str, mode: str) -> list[str]:
+        hits = client.search(query, project, k=K, use_cache=False, mode=mode, per_file=per_file).hits
+        _check_mode(mode, hits)
+        return [hit.source for hit in hits]
+    return ask
 
 
-def code(client: Client, tag: str, limit: int, modes: tuple[str, ...]) -> dict[str, Any]:
+def code(client: Client, tag: str, limit: int, modes: tuple[str, ...], search_ask: Ask) -> dict[str, Any]:
     files, questions = data.code_search_task(limit)
     project = f"{tag}-code"
     started = time.perf_counter()
@@ -175,7 +180,7 @@ def code(client: Client, tag: str, limit: int, modes: tuple[str, ...]) -> dict[s
     return {"files": len(files), **ingested, "load_s": round(load_s, 1), "modes": results}
 
 
-def exact(client: Client, tag: str, modes: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+def exact(client: Client, tag: str, modes: tuple[str, ...], search_ask: Ask) -> tuple[dict[str, Any], dict[str, Any]]:
     files, questions = data.exact_task()
     project = f"{tag}-exact"
     ingest_files(client, project, files)
@@ -219,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--code-queries", type=int, default=400, help="code-search questions (spread over all)")
+    parser.add_argument("--per-file", type=int, help="chunks of one file per search result (default: the daemon's)")
     parser.add_argument("--tag", default=f"q{os.getpid()}", help="prefix of the benchmark's projects")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark's projects afterwards")
     parser.add_argument("--json", help="write the report here")
@@ -228,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown tasks {sorted(unknown)}")
     modes = tuple(mode for mode in args.modes.split(",") if mode)
+    search_ask = search_asker(args.per_file)
     daemon = None
     root = None
     socket = args.socket
@@ -252,9 +259,10 @@ def main(argv: list[str] | None = None) -> int:
                 elif task == "locomo-facts":
                     report["tasks"][task] = locomo(client, conversations, args.tag, True, modes)
                 elif task == "code":
-                    report["tasks"][task] = code(client, args.tag, args.code_queries, modes)
+                    report["tasks"][task] = code(client, args.tag, args.code_queries, modes, search_ask)
                 elif task == "identifiers" or (task == "phrase" and "identifiers" not in tasks):
-                    report["tasks"]["identifiers"], report["tasks"]["phrase"] = exact(client, args.tag, modes)
+                    report["tasks"]["identifiers"], report["tasks"]["phrase"] = exact(client, args.tag, modes,
+                                                                                      search_ask)
                 print(f"# {task}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
                 if task in report["tasks"]:
                     print(table({"tasks": {task: report["tasks"][task]}}), file=sys.stderr, flush=True)

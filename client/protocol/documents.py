@@ -100,6 +100,8 @@ class SearchArgs(Args):
     max_chars: Annotated[int, msgspec.Meta(ge=0)] = 0                     # 0: no budget
     use_cache: bool = True
     mode: Literal["hybrid", "vector", "keyword"] = "hybrid"               # one side only: for measuring
+    per_file: Annotated[int, msgspec.Meta(ge=0, le=200)] | None = None   # chunks of one file at most; 0: no cap;
+                                                                         # None: search.per_file
 
 
 class SearchHit(msgspec.Struct, kw_only=True):

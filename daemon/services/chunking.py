@@ -12,6 +12,12 @@ Two steps:
 
 Token counts come from the model's own tokenizer (``count_tokens``), counted once per line in one batch call.
 This module is CPU work: the ingest pipeline runs it on a worker thread.
+
+**Code** (docs/RETRIEVAL.md, "Code search"): a chunk is cut at every definition, Python's methods included (tiny
+ones merged), and what is embedded starts with a **contextual header**, the file's path (its last parts,
+``store/fts.short_path``) and the definition path (``email/message.py > class Message > def get_payload``),
+repeated on every piece of a long definition. The header is embedded, never returned as the chunk's text
+(it is not in the file); the path is keyword-indexed with every chunk by the store (``doc_chunk.context``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..store.fts import short_path
 from .chunk_code import CODE_LANGUAGES, segment_code
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
@@ -48,7 +55,7 @@ class Chunk:
     line_end: int
     heading: str
     tokens: int
-    embed_text: str = ""        # what is embedded: the heading path, then the text
+    embed_text: str = ""        # what is embedded: the contextual header (or heading path), then the text
     chunk_hash: str = ""
 
 
@@ -57,6 +64,20 @@ class Document:
     text: str
     file_type: str
     segments: list[Segment] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where the packer starts a new chunk between whole segments: at a hard boundary or where the first
+    ``depth`` parts of the heading path change (``None``: any part), unless the chunk so far is under
+    ``merge_below`` of the budget (then the small unit is merged with the next instead of left a fragment)."""
+
+    depth: int | None
+    merge_below: float
+
+
+PROSE = Cut(depth=1, merge_below=0.25)   # sections: tiny ones merged with the next
+CODE = Cut(depth=None, merge_below=0.25)  # every definition, methods too (code search, docs/RETRIEVAL.md)
 
 
 def file_type_of(path: str) -> str:
@@ -273,8 +294,10 @@ def pdf_to_segments(data: bytes) -> tuple[str, list[Segment]]:
 
 
 def chunk_segments(segments: list[Segment], count_tokens: TokenCounter, chunk_tokens: int,
-                   overlap_tokens: int, source_label: str = "") -> list[Chunk]:
-    """Pack segments into chunks of at most ``chunk_tokens`` tokens (model tokenizer, specials excluded)."""
+                   overlap_tokens: int, source_label: str = "", cut: Cut = PROSE) -> list[Chunk]:
+    """Pack segments into chunks of at most ``chunk_tokens`` tokens (model tokenizer, specials excluded).
+    With ``source_label`` (code) every chunk's embedded text starts with the contextual header
+    ``label > definition path``; without it, with the heading path alone."""
     if not segments:
         return []
     overhead = count_tokens([""])[0]
@@ -294,10 +317,12 @@ def chunk_segments(segments: list[Segment], count_tokens: TokenCounter, chunk_to
     used = 0
     heading_costs: dict[tuple[str, ...], int] = {(): 0}
 
+    label = (source_label,) if source_label else ()
+
     def limit_for(path: tuple[str, ...]) -> int:
-        # the heading path is embedded in front of the text: it takes from the same window
+        # the header is embedded in front of the text: it takes from the same window
         if path not in heading_costs:
-            heading_costs[path] = max(0, count_tokens([" > ".join(path)])[0] - overhead) + 1
+            heading_costs[path] = max(0, count_tokens([" > ".join((*label, *path))])[0] - overhead) + 1
         return max(budget // 2, budget - heading_costs[path])
 
     def emit() -> None:
@@ -328,8 +353,8 @@ def chunk_segments(segments: list[Segment], count_tokens: TokenCounter, chunk_to
     limit = budget
     for seg, seg_counts in zip(segments, per_segment):
         seg_tokens = sum(seg_counts)
-        if lines and (used + seg_tokens > limit or
-                      (seg.hard and used >= budget // 4) or (seg.heading[:1] != heading[:1] and used >= budget // 4)):
+        if lines and (used + seg_tokens > limit or ((seg.hard or seg.heading[:cut.depth] != heading[:cut.depth])
+                                                    and used >= budget * cut.merge_below)):
             emit()
         if not lines:
             heading = seg.heading
@@ -359,7 +384,8 @@ def chunk_segments(segments: list[Segment], count_tokens: TokenCounter, chunk_to
             used += tokens
     emit()
     for chunk in chunks:
-        chunk.embed_text = f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
+        header = " > ".join(part for part in (*label, chunk.heading) if part)
+        chunk.embed_text = f"{header}\n{chunk.text}" if header else chunk.text
         chunk.chunk_hash = hashlib.blake2b(chunk.embed_text.encode("utf-8", "surrogatepass"),
                                            digest_size=16).hexdigest()
     return chunks
@@ -383,10 +409,14 @@ def _split_long_line(text: str, tokens: int, budget: int) -> list[tuple[str, int
 
 
 def chunk_text(text: str, file_type: str, count_tokens: TokenCounter, chunk_tokens: int,
-               overlap_tokens: int) -> list[Chunk]:
-    """Chunks of already decoded text of the given type (HTML is converted first)."""
+               overlap_tokens: int, source: str = "") -> list[Chunk]:
+    """Chunks of already decoded text of the given type (HTML is converted first); code is cut at every
+    definition and its chunks carry the contextual header of ``source`` (see the module docstring)."""
     if file_type in HTML:
         text, file_type = html_to_text(text), "md"
+    if file_type in CODE_LANGUAGES:
+        return chunk_segments(segment(text, file_type), count_tokens, chunk_tokens, overlap_tokens,
+                              short_path(source), CODE)
     return chunk_segments(segment(text, file_type), count_tokens, chunk_tokens, overlap_tokens)
 
 

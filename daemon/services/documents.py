@@ -390,16 +390,17 @@ class DocumentService:
         else:
             searched = list(self.projects.values())
         k = args.k or self.config.search.default_k
+        per_file = self.config.search.per_file if args.per_file is None else args.per_file
         key = (normalize_query(args.query), k, tuple(sorted((p.name, self.generations.get(p.name, 0))
                                                             for p in searched)),
                bool(args.projects), args.path_glob, tuple(sorted(args.file_types)), args.ingested_after,
-               args.ingested_before, args.max_chars, self.embed.model.model_id)
+               args.ingested_before, args.max_chars, self.embed.model.model_id, args.mode, per_file)
         if args.use_cache:
             cached = self.cache.get(key)
             if cached is not None:
                 return SearchResult(hits=cached.hits, cached=True, truncated=cached.truncated,
                                     took_ms=round((time.perf_counter() - started) * 1000, 3))
-        result = await self.searcher.search(args, searched, k)
+        result = await self.searcher.search(args, searched, k, per_file)
         if args.use_cache:
             self.cache.put(key, frozenset(p.name for p in searched), result)
         return result

@@ -353,7 +353,7 @@ class Ingestor:
                 if decoded is None:
                     return note
                 text = decoded
-            chunks = chunking.chunk_text(text, file_type, count, size, overlap)
+            chunks = chunking.chunk_text(text, file_type, count, size, overlap, item.source)
         return Prepared(source=item.source, file_type=file_type, size=len(data), mtime=item.mtime,
                         content_hash=digest, note=note, chunks=chunks, changed=known_hash is not None)
 

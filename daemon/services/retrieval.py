@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -144,6 +144,42 @@ async def retrieve(db: Any, mode: str, fetch: int, query: str,
     if pattern is not None:
         completed.phrase = {key for key, row in completed.rows.items() if pattern.search(text_of(row))}
     return fuse(vector_hits, keyword_hits, completed, weights, mode), completed
+
+
+SECOND_CHUNK = 0.5   # share of a file's second-best chunk added to its best when results are grouped by file
+
+
+def by_source(ranked: Sequence[Scored], source_of: Callable[[Scored], Hashable], cap: int,
+              second: float = SECOND_CHUNK) -> list[Scored]:
+    """Chunk results grouped by the file they come from, before the cut at k (``cap`` 0: left as they are).
+
+    Several chunks of one file otherwise crowd the other files out of the top k; code-search tools collapse
+    results by file the same way. Two steps, chosen on code search (docs/RETRIEVAL.md, "Code search"):
+
+    - a file's best chunk scores ``best + second * second_best`` of that file's chunks in the pool (a file that
+      two chunks match is likelier the one meant: passage evidence summed into the document's), the others
+      keep their own scores;
+    - at most ``cap`` chunks of one file while other files still have candidates; the rest then fill up, in
+      order, so that a search of one big file still returns k hits.
+    """
+    if cap <= 0:
+        return list(ranked)
+    chunks_of: dict[Hashable, list[Scored]] = {}
+    for item in ranked:
+        chunks_of.setdefault(source_of(item), []).append(item)
+    lifted = {id(items[0]): items[0].score + second * items[1].score
+              for items in chunks_of.values() if len(items) > 1}
+    order = sorted(ranked, key=lambda item: -lifted.get(id(item), item.score))
+    taken: dict[Hashable, int] = {}
+    kept: list[Scored] = []
+    rest: list[Scored] = []
+    for item in order:
+        source = source_of(item)
+        if id(item) in lifted:
+            item = replace(item, score=lifted[id(item)])
+        (kept if taken.get(source, 0) < cap else rest).append(item)
+        taken[source] = taken.get(source, 0) + 1
+    return kept + rest
 
 
 def similarities(keys: Sequence[Any], blobs: Sequence[bytes], query_vector: np.ndarray) -> dict[Any, float]:

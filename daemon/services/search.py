@@ -10,6 +10,9 @@
   one query cost the whole corpus; only the best rows are joined, filtered by project and filters.
 - **Fusion** and the char budget: the retrieval core (``services/retrieval.py``), which this module feeds with
   its two sides and the read that completes their candidates (``_complete``).
+- **Per file**: at most ``per_file`` chunks of one file (``search.per_file``, 1 by default) before the top k,
+  so that one file's many chunks do not crowd the other files out (``retrieval.by_source``: a file's best chunk is
+  lifted by half its second best, then at most ``per_file`` chunks of a file while other files have candidates).
 - **Isolation**: every SQL statement names the searched projects' ids, every vector query goes to the
   searched projects' collections only: a project never leaks into another's results.
 """
@@ -28,7 +31,7 @@ from pirag.client.protocol.documents import SearchArgs, SearchHit, SearchResult
 
 from ..store import documents as rows
 from ..store import fts
-from .retrieval import KEYWORD_SCORED, WEIGHTS, Completed, retrieve, similarities, within_budget
+from .retrieval import KEYWORD_SCORED, WEIGHTS, Completed, by_source, retrieve, similarities, within_budget
 from .walk import match_glob
 
 EXACT_LIMIT = 20_000       # filtered sets up to this size are scored exactly from SQLite's vectors
@@ -54,7 +57,8 @@ class Searcher:
         self.vectors = vectors
         self.embed = embed
 
-    async def search(self, args: SearchArgs, projects: Sequence[rows.ProjectRow], k: int) -> SearchResult:
+    async def search(self, args: SearchArgs, projects: Sequence[rows.ProjectRow], k: int,
+                     per_file: int = 0) -> SearchResult:
         started = time.perf_counter()
         if not projects or not args.query.strip():
             return SearchResult(hits=[], took_ms=round((time.perf_counter() - started) * 1000, 3))
@@ -79,7 +83,8 @@ class Searcher:
             self.db, args.mode, candidates, args.query, embed_query, vector_side,
             lambda conn: self._keyword_ranks(conn, args, project_ids, candidates * KEYWORD_SCORED, filtered),
             complete, lambda row: row[3], WEIGHTS["chunks"])
-        ranked = ranked[:k]
+        # one file's chunks may not crowd the others out of the top k (the file is (project, source))
+        ranked = by_source(ranked, lambda item: completed.rows[item.key][:2], per_file)[:k]
         names = {project.id: project.name for project in projects}
         texts = [completed.rows[item.key][3] for item in ranked]
         kept, cut, truncated = within_budget(texts, args.max_chars)

@@ -15,6 +15,9 @@ separators becomes a phrase of the same parts (found whole, in order). What it c
 
 So every spelling a programmer types finds every spelling in the text, in part (one of the words) and in whole
 (the phrase). This module is the one place both sides are defined.
+
+A document chunk's keyword text also carries its file's ``short_path`` (the ``context`` column), the same name
+the contextual header of code chunks embeds (``services/chunking.py``).
 """
 
 from __future__ import annotations
@@ -67,20 +70,38 @@ def query_words(text: str) -> list[str]:
 
 # -- schema -----------------------------------------------------------------------------------------------
 
+PATH_PARTS = 3   # a file is named by its last parts: "email/mime/text.py", not where the checkout lives
+
+
+def short_path(source: str) -> str:
+    """A source as its chunks' keyword ``context`` and code's contextual header name it: its last
+    ``PATH_PARTS`` path parts (an absolute path's leading directories say where the checkout lives, not what
+    the file is)."""
+    return "/".join([part for part in source.replace("\\", "/").split("/") if part][-PATH_PARTS:])
+
+
 def add_idents_column(conn: Any, *, table: str, rowid: str, text: str, fts: str, columns: Sequence[str],
                       weights: Sequence[float], update_of: Sequence[str] = ()) -> None:
     """A migration step (inside the migration's transaction): give ``table`` an ``idents`` column filled from
     its ``text`` column, and re-create the external-content FTS5 table ``fts`` over ``columns`` + ``idents``
-    with its triggers, rebuilt from the rows. ``weights`` (one per column, idents last) become the table's
-    ``rank`` (BM25 with those column weights), so every query of it ranks the same way."""
+    (``recreate_fts``; ``weights`` one per column, idents last)."""
     conn.execute(f"ALTER TABLE {table} ADD COLUMN idents TEXT NOT NULL DEFAULT ''")
-    for suffix in ("insert", "delete", "update"):
-        conn.execute(f"DROP TRIGGER IF EXISTS {fts}_{suffix}")
-    conn.execute(f"DROP TABLE IF EXISTS {fts}")
     filled = [(parts, key) for key, body in conn.execute(f"SELECT {rowid}, {text} FROM {table}")
               if (parts := idents(body))]
     conn.executemany(f"UPDATE {table} SET idents = ? WHERE {rowid} = ?", filled)
-    names = [*columns, "idents"]
+    recreate_fts(conn, table=table, rowid=rowid, fts=fts, columns=[*columns, "idents"], weights=weights,
+                 update_of=[*update_of, "idents"] if update_of else ())
+
+
+def recreate_fts(conn: Any, *, table: str, rowid: str, fts: str, columns: Sequence[str],
+                 weights: Sequence[float], update_of: Sequence[str] = ()) -> None:
+    """A migration step: (re-)create the external-content FTS5 table ``fts`` over ``table``'s ``columns``
+    with its triggers, rebuilt from the rows. ``weights`` (one per column) become the table's ``rank`` (BM25
+    with those column weights), so every query of it ranks the same way."""
+    for suffix in ("insert", "delete", "update"):
+        conn.execute(f"DROP TRIGGER IF EXISTS {fts}_{suffix}")
+    conn.execute(f"DROP TABLE IF EXISTS {fts}")
+    names = list(columns)
     listed = ", ".join(names)
     new = ", ".join(f"new.{name}" for name in names)
     old = ", ".join(f"old.{name}" for name in names)
@@ -91,7 +112,7 @@ def add_idents_column(conn: Any, *, table: str, rowid: str, text: str, fts: str,
     conn.execute(f"CREATE TRIGGER {fts}_insert AFTER INSERT ON {table} BEGIN {insert} END")
     conn.execute(f"CREATE TRIGGER {fts}_delete AFTER DELETE ON {table} BEGIN {delete} END")
     if update_of:
-        conn.execute(f"CREATE TRIGGER {fts}_update AFTER UPDATE OF {', '.join([*update_of, 'idents'])} ON {table}"
+        conn.execute(f"CREATE TRIGGER {fts}_update AFTER UPDATE OF {', '.join(update_of)} ON {table}"
                      f" BEGIN {delete} {insert} END")
     conn.execute(f"INSERT INTO {fts} ({fts}) VALUES ('rebuild')")
     conn.execute(f"INSERT INTO {fts} ({fts}, rank) VALUES ('rank', 'bm25({', '.join(map(str, weights))})')")

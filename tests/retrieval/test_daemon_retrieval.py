@@ -71,3 +71,31 @@ def test_a_reply_is_found_by_the_words_of_what_it_answered(real_daemon: DaemonHa
         assert ids[1] in [hit.episode.id for hit in hybrid[:2]]
         assert all(hit.similarity is not None for hit in hybrid)   # keyword-only ones get their true similarity
         client.drop_project("ret-conv")
+
+
+def test_a_file_is_found_by_its_path_and_one_file_does_not_crowd_the_others_out(real_daemon: DaemonHandle) -> None:
+    body = "\n".join(f"        part_{m} = self.verify(frame[{m}:{m + 8}], expected_{m}, window={m})" for m in range(8))
+    methods = "\n\n".join(f"    def handle_{n}(self, frame):\n{body}\n        return self.decode(frame, {n})"
+                          for n in range(6))   # each method over a quarter of a chunk: a chunk of its own
+    documents = [DocumentIn(source="/srv/app/ledger/reconcile.py", text=f"class Book:\n{methods}\n"),
+                 DocumentIn(source="/srv/app/net/frames.py", text="def decode(frame):\n    return frame[4:]\n"),
+                 DocumentIn(source="/srv/app/net/codec.py", text="def encode(frame):\n    return b'ab' + frame\n")]
+    with real_daemon.client(timeout=300) as client:
+        client.ingest("ret-files", documents=documents, wait=True)
+        # "ledger" is in no file's text: only in the path, which every chunk's keyword text carries
+        hits = client.search("ledger", "ret-files", k=5, mode="keyword", use_cache=False).hits
+        assert hits and {hit.source for hit in hits} == {"/srv/app/ledger/reconcile.py"}
+        assert all("ledger" not in hit.text for hit in hits)   # the header is not returned as text
+        uncapped = client.search("decode the frame", "ret-files", k=5, per_file=0, use_cache=False).hits
+        assert [hit.source for hit in uncapped].count("/srv/app/ledger/reconcile.py") >= 3
+        for cap in (1, 2):
+            capped = client.search("decode the frame", "ret-files", k=5, per_file=cap, use_cache=False).hits
+            sources = [hit.source for hit in capped]
+            assert len(sources) == 5                     # one file's further chunks fill up once the others are out
+            head = sources[:2 + cap]                     # three files: every one of them before any file's extra
+            assert len(set(head)) == 3 and max(head.count(source) for source in head) <= cap, sources
+        default = [hit.source for hit in client.search("decode the frame", "ret-files", k=5).hits]
+        assert len(set(default[:3])) == 3                # search.per_file = 1
+        assert [hit.source for hit in client.search("decode the frame", "ret-files", k=5, per_file=0).hits] != \
+            default                                      # not a cache hit of the grouped result
+        client.drop_project("ret-files")
