@@ -3,7 +3,10 @@
 Two threads in the harness's parent process (the load comes from worker processes, so these stay prompt):
 
 - ``sample_process`` every 0.5 s: RSS, USS, CPU %, open FDs and threads of the daemon pid (the pid comes from
-  ``status``). USS and FDs need the daemon's uid (or root); without them those fields are ``None``.
+  ``status``), and the RSS and USS of its child processes (the vector-index worker): a Pi's cgroup
+  (``MemoryMax``) charges them too, so ``total_rss_mb`` (daemon + children) is what a memory bound is judged on.
+  The sum of RSS counts the shared libraries both processes map twice: an upper bound of the charge; the sum of
+  USS is its lower bound. USS and FDs need the daemon's uid (or root); without them those fields are ``None``.
 - ``poll_status`` every 0.5 s over its own connection: connections, requests and errors (cumulative),
   event-loop lag, embedding queue depth and cache hits, SQLite queues, query/recall cache figures.
 
@@ -64,6 +67,7 @@ def status_figures(status: Any) -> dict[str, Any]:
         "db_bytes": _get(components, "db", "bytes", default=0),
         "query_cache_fill": _fill(query_cache, "max_entries"),
         "embed_cache_fill": _fill(embed_cache, "capacity"),
+        "worker_rss_mb": (_get(components, "vectors", "worker", "rss_bytes", default=0) or 0) / MB,
         "cache_bytes": (query_cache.get("bytes", 0) + embed_cache.get("bytes", 0)
                         + (_get(components, "memory", "cache_bytes", default=0) or 0)),
     }
@@ -85,21 +89,56 @@ class ProcessSample:
     fds: int | None
     threads: int
     state: str
+    children_rss_mb: float = 0.0          # the daemon's child processes (the vector-index worker)
+    children_uss_mb: float | None = 0.0
+    children: int = 0
+
+    @property
+    def total_rss_mb(self) -> float:
+        return self.rss_mb + self.children_rss_mb
+
+    @property
+    def total_uss_mb(self) -> float | None:
+        return None if self.uss_mb is None or self.children_uss_mb is None else self.uss_mb + self.children_uss_mb
+
+
+def _uss_mb(process: psutil.Process) -> float | None:
+    try:
+        return process.memory_full_info().uss / MB
+    except (psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def _children(process: psutil.Process) -> tuple[float, float | None, int]:
+    """(RSS MB, USS MB or None, count) summed over the live children; one that exits meanwhile is skipped."""
+    rss, uss, count = 0.0, 0.0, 0
+    try:
+        children = process.children(recursive=True)
+    except psutil.Error:
+        return 0.0, None, 0
+    for child in children:
+        try:
+            child_rss = child.memory_info().rss / MB
+        except psutil.Error:
+            continue
+        child_uss = _uss_mb(child)
+        rss, count = rss + child_rss, count + 1
+        uss = None if uss is None or child_uss is None else uss + child_uss
+    return rss, uss, count
 
 
 def sample_once(process: psutil.Process) -> ProcessSample:
     with process.oneshot():
         rss = process.memory_info().rss / MB
-        try:
-            uss: float | None = process.memory_full_info().uss / MB
-        except (psutil.AccessDenied, psutil.ZombieProcess):
-            uss = None
+        uss = _uss_mb(process)
         try:
             fds: int | None = process.num_fds()
         except psutil.AccessDenied:
             fds = None
-        return ProcessSample(t=time.monotonic(), rss_mb=rss, uss_mb=uss, cpu_pct=process.cpu_percent(None),
-                             fds=fds, threads=process.num_threads(), state=process.status())
+        cpu, threads, state = process.cpu_percent(None), process.num_threads(), process.status()
+    children_rss, children_uss, children = _children(process)
+    return ProcessSample(t=time.monotonic(), rss_mb=rss, uss_mb=uss, cpu_pct=cpu, fds=fds, threads=threads,
+                         state=state, children_rss_mb=children_rss, children_uss_mb=children_uss, children=children)
 
 
 @dataclass
@@ -169,7 +208,8 @@ class Monitor:
         if self.process_samples:
             last = self.process_samples[-1]
             figures.update(rss_mb=last.rss_mb, uss_mb=last.uss_mb, fds=last.fds, threads=last.threads,
-                           cpu_pct=last.cpu_pct)
+                           cpu_pct=last.cpu_pct, children_rss_mb=last.children_rss_mb,
+                           total_rss_mb=last.total_rss_mb)
         if self.status_samples:
             last_status = self.status_samples[-1]
             figures.update(loop_lag_p99_ms=last_status["loop_lag_p99_ms"], connections=last_status["connections"])
@@ -183,6 +223,7 @@ class Monitor:
             "t": [s.t for s in process], "rss_mb": [s.rss_mb for s in process],
             "uss_mb": [s.uss_mb for s in process], "cpu_pct": [s.cpu_pct for s in process],
             "fds": [s.fds for s in process], "threads": [s.threads for s in process],
+            "children_rss_mb": [s.children_rss_mb for s in process], "total_rss_mb": [s.total_rss_mb for s in process],
         }
         keys = ("connections", "connections_total", "inflight", "requests", "errors", "loop_lag_p99_ms", "embed_queue", "db_write_queue",
                 "db_read_queue", "took_ms")
@@ -198,7 +239,7 @@ def resource_summary(monitor: Monitor, since: float = 0.0, until: float = float(
     status = [s for s in monitor.status_samples if since <= s["t"] <= until]
     summary: dict[str, Any] = {"samples": len(process)}
     if process:
-        for name in ("rss_mb", "uss_mb", "fds", "threads"):
+        for name in ("rss_mb", "uss_mb", "fds", "threads", "children_rss_mb", "total_rss_mb", "total_uss_mb"):
             values = [getattr(s, name) for s in process if getattr(s, name) is not None]
             if values:
                 summary[f"{name}_start"] = round(values[0], 1)

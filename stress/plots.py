@@ -83,10 +83,12 @@ def rss_over_time(report: dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     monitor = report["series"]["monitor"]
     figure, axis = plt.subplots(figsize=(10, 4.5))
-    axis.plot(monitor["t"], monitor["rss_mb"], label="RSS (MB)")
+    axis.plot(monitor["t"], monitor["rss_mb"], label="RSS, daemon (MB)")
+    if any(monitor.get("children_rss_mb") or []):
+        axis.plot(monitor["t"], monitor["total_rss_mb"], label="RSS, daemon + index worker (MB)")
     if any(v is not None for v in monitor["uss_mb"]):
         axis.plot(monitor["t"], [v if v is not None else np.nan for v in monitor["uss_mb"]], label="USS (MB)")
-    fit = report["figures"].get("rss_fit")
+    fit = report["figures"].get("total_rss_fit") or report["figures"].get("rss_fit")
     if fit:
         xs = np.asarray(fit["t"])
         axis.plot(xs, fit["intercept"] + fit["slope_mb_per_s"] * xs, "--", color="black", label="Theil-Sen fit")

@@ -38,7 +38,8 @@ def headline(report: dict[str, Any]) -> str:
         return (f"{figures.get('projects_churned')} projects; leftovers {figures.get('leftovers')}; FD delta "
                 f"{figures.get('fd_delta')}; RSS delta {figures.get('rss_delta_mb')} MB")
     if name == "memory-leaks":
-        return (f"RSS {figures.get('rss_mb_per_10k_ops')} MB/10k ops (USS {figures.get('uss_mb_per_10k_ops')}), "
+        return (f"RSS daemon + index worker {figures.get('total_rss_mb_per_10k_ops')} MB/10k ops "
+                f"(daemon {figures.get('rss_mb_per_10k_ops')}, USS {figures.get('uss_mb_per_10k_ops')}), "
                 f"FDs {figures.get('fds_per_10k_ops')}/10k ops over {figures.get('ops_fitted')} ops")
     if name == "anomaly-detection":
         verdict = figures.get("verdict", {})

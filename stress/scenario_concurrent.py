@@ -61,13 +61,40 @@ def cleanup(run: Run, projects: list[str]) -> dict[str, Any]:
     return dropped
 
 
+def where_time_went(run: Run, before: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's own figures over the traffic: the embedding engine's latency lane against its bulk contexts,
+    and per vector-index op the time spent waiting for the one index worker and the time inside it."""
+    after = run.client.status().components or {}
+    embed0, embed1 = before.get("embed", {}), after.get("embed", {})
+    lane0, lane1 = embed0.get("lane", {}), embed1.get("lane", {})
+    figures: dict[str, Any] = {
+        "embed": {"batches": embed1.get("batches", 0) - embed0.get("batches", 0),
+                  "texts": embed1.get("texts", 0) - embed0.get("texts", 0),
+                  "lane_batches": lane1.get("batches", 0) - lane0.get("batches", 0),
+                  "lane_texts": lane1.get("texts", 0) - lane0.get("texts", 0),
+                  "gate_waits": lane1.get("gate_waits", 0) - lane0.get("gate_waits", 0)}}
+    ops0 = before.get("vectors", {}).get("ops", {})
+    vector_ops = {}
+    for op, row in after.get("vectors", {}).get("ops", {}).items():
+        first = ops0.get(op, {"calls": 0, "wait_s": 0.0, "busy_s": 0.0})
+        calls = row["calls"] - first["calls"]
+        if calls:
+            vector_ops[op] = {"calls": calls,
+                              "mean_wait_ms": round((row["wait_s"] - first["wait_s"]) * 1000 / calls, 2),
+                              "mean_busy_ms": round((row["busy_s"] - first["busy_s"]) * 1000 / calls, 2)}
+    figures["vector_ops"] = vector_ops
+    return figures
+
+
 def run(run: Run, args: argparse.Namespace) -> Outcome:
     projects = [f"{args.tag}-docs"]
     seed_project(run, projects[0])
+    before = run.client.status().components or {}
     specs = run.specs(args.clients, args.duration, parse_mix(args.mix), projects=projects,
                       max_ops=args.max_ops, think_s=args.think)
     start, end, samples = run.traffic(specs, f"{args.clients} clients")
     figures: dict[str, Any] = {"clients": args.clients, "workers": len(specs), "traffic_s": round(end - start, 2)}
+    figures["where_time_went"] = where_time_went(run, before)
     figures["cleanup"] = cleanup(run, projects)
     checks = common_checks(run, samples, args.max_error_rate, args.max_p99_ms)
     checks.append(Check("requests completed", len(samples), args.clients, ">="))

@@ -3,7 +3,7 @@
 How a call flows::
 
     embed(texts)                    event loop: cache lookups, identical texts folded, one future per call
-      -> _WorkQueue                 two FIFO lanes (small calls, bulk); put never blocks the loop
+      -> _WorkQueue                 two FIFO lanes (small interactive calls, bulk); put never blocks the loop
       -> the latency lane           one context with every CPU's thread, on its own long-lived thread: takes the
                                     small calls (a query, a fact); bulk contexts pause between packs meanwhile
       -> bulk worker thread x N     one single-threaded llama.cpp context each: takes texts until the batch token
@@ -425,8 +425,12 @@ class EmbedEngine:
         """Character spans of ``text``'s tokens (no special tokens, no truncation), for token-aware chunking."""
         return self._tokenizer.tokenize_offsets(text)
 
-    async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalized float32 vectors, shape (len(texts), dims), in the order of ``texts``."""
+    async def embed(self, texts: Sequence[str], *, bulk: bool = False) -> np.ndarray:
+        """L2-normalized float32 vectors, shape (len(texts), dims), in the order of ``texts``.
+
+        ``bulk``: background work nobody waits on at the moment (ingestion, episode vectors, imports): never the
+        latency lane, however few its texts. Without it an ingestion of three chunks took the lane like a query,
+        and 100 clients' searches waited behind 256-token chunks (docs/DURABILITY.md, 100 clients)."""
         model = self.model
         if model is None or not self._started:
             raise errors.Unavailable("the embedding engine is not started")
@@ -455,7 +459,7 @@ class EmbedEngine:
         keys = list(missing)
         call = _Call(loop=loop, future=loop.create_future(), rows=np.empty((len(keys), model.dims), np.float32),
                      remaining=len(keys))
-        fast = len(keys) <= SMALL_CALL_TEXTS
+        fast = not bulk and len(keys) <= SMALL_CALL_TEXTS
         items = [_Item(text=missing_text[key], call=call, index=index, fast=fast) for index, key in enumerate(keys)]
         self._pending_calls += 1
         try:

@@ -53,7 +53,7 @@ class FakeEmbedder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(_WORD.findall(text)) + 2 for text in texts]
 
-    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+    async def embed(self, texts: Sequence[str], *, bulk: bool = False) -> np.ndarray:
         self.requests += 1
         return np.stack([self._vector(text) for text in texts]) if texts else np.zeros((0, self.model.dims), np.float32)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -54,6 +55,7 @@ SHORT_BYTES = 256 << 10   # an ingestion of at most INLINE_FILES sources and thi
                           # of the same project steps aside for it (ingest_jobs.ProjectTurns)
 REBUILD_BATCH = 2000
 STORAGE_RETRY_S = 10.0    # a job stopped by a full or read-only disk is tried again this often
+FINISHED_RUNS_KEPT = 32   # finished jobs whose live figures ingest_status still shows; older ones: the journal's
 
 
 class DocumentService:
@@ -75,6 +77,7 @@ class DocumentService:
         self._drops: dict[str, int] = {}          # drop_project calls per project (a long upload checks it)
         self._job_waiters: dict[int, asyncio.Future[IngestResult]] = {}
         self._runs: dict[int, IngestRun] = {}
+        self._finished_runs: deque[int] = deque()  # job ids in _runs that finished, oldest first (bounded)
         self._running_jobs: dict[int, tuple[str, asyncio.Task[Any]]] = {}
         self._job_tasks: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -327,6 +330,13 @@ class DocumentService:
         if waiter is not None and not waiter.done():
             waiter.set_result(self._result(run, run.state))
         self._job_waiters.pop(job_id, None)
+        # A daemon that runs for months ingests many jobs (a nightly `pirag ingest DIR`): each run holds its
+        # skipped/error lists and progress window, so only the newest FINISHED_RUNS_KEPT stay in memory.
+        self._finished_runs.append(job_id)
+        while len(self._finished_runs) > FINISHED_RUNS_KEPT:
+            oldest = self._finished_runs.popleft()
+            if oldest not in self._running_jobs:
+                self._runs.pop(oldest, None)
 
     async def _job_body(self, run: IngestRun, request: dict[str, Any]) -> None:
         found = await self._walk(request["paths"])

@@ -233,7 +233,7 @@ class Episodes:
         rows = await memory.db.read(lambda conn: episode_rows.unembedded(conn, model_id, _EMBED_BATCH))
         if not rows:
             return 0
-        vectors = await memory.embed.embed([row[3] for row in rows])
+        vectors = await memory.embed.embed([row[3] for row in rows], bulk=True)
         await memory.db.write(lambda conn: episode_rows.set_vectors(
             conn, model_id, [(row[0], vectors[i]) for i, row in enumerate(rows)]))
         by_project: dict[str, list[int]] = {}

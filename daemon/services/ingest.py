@@ -370,7 +370,7 @@ class Ingestor:
         fresh: dict[str, np.ndarray] = {}
         if missing:
             started = time.perf_counter()
-            matrix = await self.embed.embed(list(missing.values()))
+            matrix = await self.embed.embed(list(missing.values()), bulk=True)
             elapsed = time.perf_counter() - started
             run.embed_seconds += elapsed
             fresh = dict(zip(missing.keys(), matrix))

@@ -374,7 +374,7 @@ class MemoryService:
             model_id = self.model_id
             for start in range(0, len(fresh), _IMPORT_EMBED_BATCH):
                 batch = fresh[start:start + _IMPORT_EMBED_BATCH]
-                vectors = await self.embed.embed([record.content for record in batch])
+                vectors = await self.embed.embed([record.content for record in batch], bulk=True)
 
                 def write(conn: Any, batch: list[ExportedFact] = batch, vectors: np.ndarray = vectors) -> list[int]:
                     written = []
@@ -436,7 +436,7 @@ class MemoryService:
                 stale = await self.db.read(lambda conn: fact_rows.stale_vectors(conn, model_id, 64))
                 if not stale:
                     break
-                vectors = await self.embed.embed([row[3] for row in stale])
+                vectors = await self.embed.embed([row[3] for row in stale], bulk=True)
                 await self.db.write(lambda conn: fact_rows.set_vectors(
                     conn, model_id, [(row[0], vectors[i]) for i, row in enumerate(stale)]))
                 self.counts["reembedded"] += len(stale)

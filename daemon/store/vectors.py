@@ -140,6 +140,9 @@ class VectorIndex:
         self.calls = 0
         self.errors = 0
         self.last_request_ms = 0.0
+        # per op: [calls, seconds waiting for the worker (its lock), seconds in the worker]: one worker serves
+        # every call in turn, so a query's wait behind upserts shows here (status: components.vectors.ops)
+        self.op_times: dict[str, list[float]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -178,7 +181,9 @@ class VectorIndex:
                            "last_error": self.last_error, "last_error_at": self.last_error_at,
                            "max_rss_mb": self.config.store.vectors_worker_max_rss_mb,
                            "timeout_s": self.config.store.vectors_timeout_s},
-                "storage": self.storage.stats()}
+                "storage": self.storage.stats(),
+                "ops": {op: {"calls": int(calls), "wait_s": round(wait, 3), "busy_s": round(busy, 3)}
+                        for op, (calls, wait, busy) in self.op_times.items()}}
 
     def handlers(self) -> dict[str, Any]:
         return {}
@@ -311,19 +316,27 @@ class VectorIndex:
             raise Unavailable("the vector index is not running")
         self.calls += 1
         timeout = self.config.store.vectors_timeout_s + extra_s
+        queued = time.perf_counter()
+        times = self.op_times.setdefault(op, [0, 0.0, 0.0])
         try:
             async with self._lock:
+                granted = time.perf_counter()
+                times[0] += 1
+                times[1] += granted - queued
                 try:
-                    return await self._request(op, args, timeout)
-                except WorkerLost as exc:
-                    # A crash (or an outside kill) while this request ran: the request itself may be innocent,
-                    # and every op is idempotent, so it is tried once more on a fresh worker.
-                    await self._replace_worker(f"the worker died during {op}: {exc}")
-                try:
-                    return await self._request(op, args, timeout)
-                except WorkerLost as exc:
-                    await self._replace_worker(f"the worker died again during {op}: {exc}")
-                    raise Unavailable(f"the vector index worker died during {op} twice; it was restarted") from exc
+                    try:
+                        return await self._request(op, args, timeout)
+                    except WorkerLost as exc:
+                        # A crash (or an outside kill) while this request ran: the request itself may be innocent,
+                        # and every op is idempotent, so it is tried once more on a fresh worker.
+                        await self._replace_worker(f"the worker died during {op}: {exc}")
+                    try:
+                        return await self._request(op, args, timeout)
+                    except WorkerLost as exc:
+                        await self._replace_worker(f"the worker died again during {op}: {exc}")
+                        raise Unavailable(f"the vector index worker died during {op} twice; it was restarted") from exc
+                finally:
+                    times[2] += time.perf_counter() - granted
         except StorageError as exc:
             self.errors += 1
             self._note_error(exc.message)

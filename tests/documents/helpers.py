@@ -95,9 +95,9 @@ class CountingEmbedder:
     def count_tokens(self, texts):
         return self.inner.count_tokens(texts)
 
-    async def embed(self, texts):
+    async def embed(self, texts, **kwargs):
         self.texts.extend(texts)
-        return await self.inner.embed(texts)
+        return await self.inner.embed(texts, **kwargs)
 
 
 def write_config(path, config: dict) -> None:

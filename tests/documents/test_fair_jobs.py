@@ -25,9 +25,9 @@ class SlowEmbedder(CountingEmbedder):
         super().__init__(FakeEmbedder())
         self.delay_s = delay_s
 
-    async def embed(self, texts):
+    async def embed(self, texts, **kwargs):
         await asyncio.sleep(self.delay_s * len(texts))
-        return await super().embed(texts)
+        return await super().embed(texts, **kwargs)
 
 
 def documents(prefix: str, count: int) -> list[DocumentIn]:

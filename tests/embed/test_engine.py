@@ -250,6 +250,26 @@ def test_latency_lane_takes_small_calls_and_bulk_waits_for_it_boundedly(gguf_mod
     asyncio.run(scenario())
 
 
+def test_a_small_bulk_call_never_takes_the_latency_lane(gguf_models) -> None:  # noqa: ANN001
+    """Ingestion of a three-chunk note is background work: it must leave the lane to the queries."""
+    texts = docstring_texts(3)
+
+    async def scenario() -> None:
+        engine = await _started(gguf_models["q8_0"], lane=True, lane_threads=2, cache_entries=0)
+        try:
+            names: list[str] = []
+            engine._before_encode = lambda sequences: names.append(threading.current_thread().name)
+            bulk = await engine.embed(texts, bulk=True)
+            assert engine.stats()["lane"]["texts"] == 0 and names and set(names) == {"pirag-embed-0"}
+            lone = await engine.embed(texts)                        # the same three, interactive: the lane
+            assert engine.stats()["lane"]["texts"] == 3 and names[-1] == "pirag-embed-lane"
+            assert ((lone * bulk).sum(axis=1) > 0.999).all()
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_lost_lane_hands_small_calls_to_the_bulk_contexts(gguf_models) -> None:  # noqa: ANN001
     async def scenario() -> None:
         engine = await _started(gguf_models["q8_0"], lane=True, lane_threads=2, cache_entries=0)

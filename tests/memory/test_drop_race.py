@@ -26,11 +26,11 @@ class Gate:
         self.word = word
         original = stack.embed.embed
 
-        async def embed(texts: Any) -> np.ndarray:
+        async def embed(texts: Any, **kwargs: Any) -> np.ndarray:
             if not self.entered.is_set() and any(word in text for text in texts):
                 self.entered.set()
                 await self.released.wait()
-            return await original(texts)
+            return await original(texts, **kwargs)
 
         stack.embed.embed = embed  # type: ignore[method-assign]
 
