@@ -1,155 +1,162 @@
-"""The arm64 .deb (``packaging/build-deb --arch arm64``, cross-built on x86-64) installed in an arm64 Debian bookworm
-tree and run under qemu-user: the daemon reaches READY, embeddings on the ARM repacked-weight path
-(``use_extra_bufts`` on) match the numpy reference on the Pi 5's and the Pi 4's CPU models, and ingest, search,
-remember, recall and an MCP tool call work through the emulated package.
+"""The arm64 .deb (``packaging/build-deb --arch arm64``, cross-built on x86-64) installed offline in an arm64 Debian
+bookworm container booted under qemu-user: systemd starts the daemon (Type=notify: active only after READY=1),
+the ``pirag`` command line of the package ingests, searches, remembers and recalls, ``pirag-mcp`` answers one MCP
+tool call, and embeddings on the ARM repacked-weight path (``use_extra_bufts`` on) match the numpy reference as
+a Pi 5 (``QEMU_CPU=cortex-a76``) and as a Pi 4 (``cortex-a72``).
 
-The daemon runs as a process in the tree (chroot), not under systemd: qemu-user emulates one process, not a
-machine, and systemd as PID 1 of an emulated container is outside what qemu-user provides (the amd64 package's
-systemd behaviour is tested with a real booted systemd in tests/systemd). Speed under emulation is meaningless:
-only wall times are printed, as emulated.
+systemd runs only as PID 1 of ``systemd-nspawn --boot`` on its own unpacked arm64 tree (tests/systemd/sd_nspawn.py;
+FINDINGS.md: never on this machine's root); binfmt_misc hands every arm64 program in it, systemd included, to
+qemu-aarch64. The package's contents, control data and lintian are checked by tests/systemd/test_systemd_deb.py
+(its ``arm64`` case) against the same standard as the amd64 package's.
 
-Needs root, qemu-user-static + binfmt-support (qemu-aarch64 registered), debootstrap, gcc-aarch64-linux-gnu
-(to build the .deb, unless ``$PIRAG_ARM64_DEB`` names one). Run with ``pytest -m arm64``; skipped with the reason
-where something is missing.
+Speed under emulation is meaningless: only wall times are printed, as emulated. Run with
+``sudo .venv/bin/python -m pytest -m arm64 tests/arm64 tests/systemd/test_systemd_deb.py -s``; skipped with the
+reason where root, qemu-user-static/binfmt-support, debootstrap, systemd-nspawn or the cross compiler is missing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-
-from pirag.client import Client
-from pirag.client.protocol.documents import DocumentIn
 
 from ..embed.reference import ReferenceBert
 from ..embed.texts import docstring_texts, long_text
 
 REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("PIRAG_CACHE", "/var/cache/pirag"))
+sys.path.insert(0, str(REPO / "tests" / "systemd"))
+from sd_nspawn import Container, arm64_asked, arm64_missing, build_or_reuse_deb  # noqa: E402
+
 CHILD = REPO / "tests" / "platform" / "fidelity_child.py"
 THRESHOLDS = {"q8_0": 0.995, "q4_k_m": 0.98, "q4_0": 0.98}
-# The CPUs qemu emulates for the two boards, and the ggml CPU variant each must get.
+# The CPU qemu emulates for each board, and the ggml CPU variant the package must pick for it by itself.
 BOARDS = {"pi5": ("cortex-a76", "armv8.2_2"), "pi4": ("cortex-a72", "armv8.0_1")}
-DEB_INPUTS = ("pyproject.toml", "client", "daemon", "stress", "configs", "systemd", "packaging", "docs/INSTALL.md")
+# Emulated, everything is many times slower than on a Pi: the unit's start timeout and watchdog are widened
+# by a test drop-in (the unit itself stays as shipped), and the daemon runs as a Pi 5's CPU.
+TEST_DROPIN = """[Service]
+Environment=QEMU_CPU=cortex-a76
+TimeoutStartSec=1800
+WatchdogSec=600
+"""
+TIMINGS: dict[str, float] = {}
 
-
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (chroot, mounts, debootstrap)"
-    binfmt = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
-    if not binfmt.exists() or "enabled" not in binfmt.read_text():
-        return ("qemu-aarch64 is not registered with binfmt_misc (apt-get install qemu-user-static binfmt-support; "
-                "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; update-binfmts --enable qemu-aarch64)")
-    for tool in ("debootstrap", "systemd-nspawn", "dpkg-deb"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    if not os.environ.get("PIRAG_ARM64_DEB") and shutil.which("aarch64-linux-gnu-g++") is None:
-        return "g++-aarch64-linux-gnu is not installed (needed to build the arm64 .deb)"
-    return None
-
-
-pytestmark = [pytest.mark.arm64, pytest.mark.skipif(_missing() is not None, reason=_missing() or "")]
+pytestmark = [pytest.mark.arm64, pytest.mark.skipif(arm64_missing() is not None, reason=arm64_missing() or "")]
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _only_when_asked(request: pytest.FixtureRequest) -> None:
-    # An hour of cross-building and emulation must not start inside a plain `pytest` of the whole suite.
-    if "arm64" not in (request.config.option.markexpr or ""):
+    if not arm64_asked(request.config):
         pytest.skip("the emulated arm64 check runs only when asked for: pytest -m arm64 tests/arm64")
 
 
-def fingerprint() -> str:
-    digest = hashlib.sha256()
-    for top in DEB_INPUTS:
-        base = REPO / top
-        paths = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
-        for path in paths:
-            if "__pycache__" not in path.parts and path.suffix != ".pyc":
-                digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
 @pytest.fixture(scope="module")
-def arm64_deb() -> Path:
-    if os.environ.get("PIRAG_ARM64_DEB"):
-        return Path(os.environ["PIRAG_ARM64_DEB"])
-    out = CACHE / "debs-arm64" / fingerprint()
-    found = sorted(out.glob("pirag_*_arm64.deb"))
-    if found:
-        return found[-1]
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    """A booted arm64 bookworm container with the arm64 .deb installed offline and pirag started by systemd."""
+    deb, seconds = build_or_reuse_deb("arm64")
+    if seconds is not None:
+        TIMINGS["deb_build_s"] = seconds
     started = time.monotonic()
-    result = subprocess.run([str(REPO / "packaging" / "build-deb"), "--arch", "arm64", str(out)], capture_output=True,
-                            text=True, timeout=5400)
-    assert result.returncode == 0, result.stderr[-6000:]
-    print(f"arm64 .deb built in {time.monotonic() - started:.0f} s")
-    return Path(result.stdout.strip().splitlines()[-1])
+    with Container(tmp_path_factory.mktemp("arm64") / "container.log", arch="arm64", boot_timeout=900) as box:
+        assert box.root is not None
+        (box.root / "root" / deb.name).write_bytes(deb.read_bytes())
+        box.boot()
+        TIMINGS.update({f"emulated_{key}": value for key, value in box.timings.items()})
+        assert box.run("uname", "-m").stdout.strip() == "aarch64"
+        # policy-rc.d: postinst enables the units; the test starts them itself, after its drop-in.
+        box.write("/usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n")
+        box.run("chmod", "755", "/usr/sbin/policy-rc.d")
+        installed = time.monotonic()
+        box.run("dpkg", "-i", f"/root/{deb.name}", timeout=3600)   # the container has no network
+        TIMINGS["emulated_dpkg_install_s"] = time.monotonic() - installed
+        box.run("rm", "/usr/sbin/policy-rc.d")
+        yield box
+    TIMINGS["emulated_container_total_s"] = time.monotonic() - started
+    print("arm64 timings (emulated except deb_build_s):",
+          json.dumps({key: round(value, 1) for key, value in TIMINGS.items()}))
 
 
-class Tree:
-    """An arm64 bookworm tree with the .deb installed; commands run in it by chroot (binfmt runs them in qemu)."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.mounts: list[Path] = []
-
-    def mount(self) -> None:
-        for source, target, args in (("proc", "proc", ["-t", "proc"]), ("/dev", "dev", ["--bind"]),
-                                     ("/dev/pts", "dev/pts", ["--bind"]), ("sysfs", "sys", ["-t", "sysfs"])):
-            path = self.root / target
-            path.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["mount", *args, source, str(path)], check=True)
-            self.mounts.append(path)
-
-    def unmount(self) -> None:
-        for path in reversed(self.mounts):
-            subprocess.run(["umount", "-l", str(path)], check=False)
-        self.mounts.clear()
-
-    def argv(self, *command: str) -> list[str]:
-        return ["chroot", str(self.root), *command]
-
-    def run(self, *command: str, timeout: float = 900, env: dict[str, str] | None = None) -> str:
-        result = subprocess.run(self.argv(*command), capture_output=True, text=True, timeout=timeout,
-                                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **(env or {})})
-        assert result.returncode == 0, f"{command}: {result.stdout[-2000:]}\n{result.stderr[-4000:]}"
-        return result.stdout
+def pirag(box: Container, *args: str, timeout: float = 900) -> object:
+    """The package's own command line, in the container, with --json."""
+    return json.loads(box.run("pirag", *args, "--json", "--timeout", str(timeout), timeout=timeout + 60).stdout)
 
 
-@pytest.fixture(scope="module")
-def tree(arm64_deb: Path) -> Iterator[Tree]:
-    work = CACHE / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="arm64.", dir=work)) / "root"
+def test_installed_units_and_user(box: Container) -> None:
+    enabled = box.run("systemctl", "is-enabled", "pirag.socket", "pirag.service").stdout.split()
+    assert enabled == ["enabled", "enabled"]
+    assert box.run("getent", "passwd", "pirag").stdout.startswith("pirag:")
+    assert box.run("dpkg-query", "-W", "-f=${Conffiles}", "pirag").stdout.strip().startswith("/etc/pirag/pirag.toml")
+    assert "aarch64" in box.run("/opt/pirag/bin/python3", "-c", "import platform; print(platform.machine())").stdout
+
+
+def test_systemd_starts_the_daemon_only_after_ready(box: Container) -> None:
+    box.write("/etc/systemd/system/pirag.service.d/emulated.conf", TEST_DROPIN)
+    box.run("systemctl", "daemon-reload")
+    box.run("systemctl", "start", "pirag.socket")
     started = time.monotonic()
-    subprocess.run([str(REPO / "packaging" / "rootfs.sh"), "boot", str(root)], check=True, timeout=3600,
-                   env=dict(os.environ, PIRAG_ARCH="arm64"))
-    assert "aarch64" in subprocess.run(["file", "-L", str(root / "usr/bin/python3")], capture_output=True,
-                                       text=True).stdout or (root / "lib/ld-linux-aarch64.so.1").exists()
-    tree = Tree(root)
-    tree.mount()
-    try:
-        shutil.copy(arm64_deb, root / "tmp" / "pirag.deb")
-        install_started = time.monotonic()
-        tree.run("dpkg", "-i", "/tmp/pirag.deb", timeout=3600)
-        print(f"emulated: tree {install_started - started:.0f} s, dpkg -i {time.monotonic() - install_started:.0f} s")
-        yield tree
-    finally:
-        tree.unmount()
-        shutil.rmtree(root.parent, ignore_errors=True)
+    box.run("systemctl", "start", "--no-block", "pirag.service")
+    states = []
+    while True:
+        props = box.show("pirag.service", "ActiveState", "SubState", "StatusText")
+        states.append(props["ActiveState"])
+        if props["ActiveState"] in ("active", "failed") or time.monotonic() - started > 1800:
+            break
+        time.sleep(0.5)
+    TIMINGS["emulated_first_start_s"] = time.monotonic() - started
+    journal = box.journal("pirag.service")
+    assert props["ActiveState"] == "active", f"{props}\n{journal[-4000:]}"
+    assert "activating" in states, f"never seen activating: {states[:5]}"
+    assert props["StatusText"].startswith("ready"), props      # STATUS= came with READY=1
+    status = pirag(box, "status")
+    assert status["state"] == "ready", status
+    # ARM: the repacked-weight path stays on (only x86 AMX CPUs turn it off).
+    assert status["components"]["embed"]["extra_buffer_types"] is True, status["components"]["embed"]
+
+
+def test_ingest_search_remember_recall_through_the_package(box: Container) -> None:
+    started = time.monotonic()
+    box.write("/root/docs/pi.txt", "The Raspberry Pi 5 has four Cortex-A76 cores with the dot product extension. "
+                                   "llama.cpp repacks Q4_0 weights for them at load time.\n")
+    box.write("/root/docs/garden.txt", "Tomatoes need six hours of sun and a deep weekly watering.\n")
+    # --upload: the sandboxed daemon cannot read /root (ProtectHome=yes); the client sends the contents.
+    pirag(box, "ingest", "/root/docs", "--project", "arm", "--upload", "--quiet")
+    hits = pirag(box, "search", "which cores does the Pi 5 have", "--project", "arm", "-k", "2")["hits"]
+    assert hits and "Cortex-A76" in hits[0]["text"], hits
+    pirag(box, "remember", "the emulated Pi test stores this fact", "--project", "arm", "--tag", "emulated")
+    facts = pirag(box, "recall", "what does the emulated test store", "--project", "arm")["facts"]
+    assert facts and "emulated Pi test" in facts[0]["content"], facts
+    TIMINGS["emulated_ingest_search_remember_recall_s"] = time.monotonic() - started
+
+
+def test_one_mcp_tool_call_through_the_package(box: Container) -> None:
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    assert box.pid1 is not None
+
+    async def call() -> str:
+        # The host's MCP client speaks to the package's pirag-mcp inside the container over stdio.
+        params = StdioServerParameters(command="nsenter", args=["-t", str(box.pid1), "-a", "env", "-i",
+                                                                "PATH=/usr/bin:/bin", "LANG=C.UTF-8",
+                                                                "/usr/bin/pirag-mcp"])
+        async with stdio_client(params) as (read_stream, write_stream):
+            async with ClientSession(read_stream, write_stream) as session:
+                await asyncio.wait_for(session.initialize(), 600)
+                result = await asyncio.wait_for(session.call_tool("recall", {"query": "emulated Pi test",
+                                                                             "project": "arm"}), 600)
+                assert not result.isError, result
+                return "".join(getattr(block, "text", "") for block in result.content)
+
+    started = time.monotonic()
+    text = asyncio.run(call())
+    assert "emulated Pi test" in text, text
+    TIMINGS["emulated_mcp_initialize_and_recall_s"] = time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
@@ -162,105 +169,15 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return next(p.parent for p in sorted(root.rglob("config.json")) if (p.parent / "model.safetensors").exists())
 
 
-@pytest.fixture(scope="module")
-def daemon(tree: Tree) -> Iterator[Path]:
-    """``pirag serve`` of the installed package, in the tree, with READY captured from its sd_notify socket."""
-    sys.path.insert(0, str(REPO / "tests" / "systemd"))
-    from sd_helpers import NotifyListener
-
-    run_dir = tree.root / "run" / "pirag"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (tree.root / "var/lib/pirag").mkdir(parents=True, exist_ok=True)
-    notify_dir = tree.root / "run" / "notify"
-    notify_dir.mkdir(parents=True, exist_ok=True)
-    listener = NotifyListener()
-    # the listener's socket lives on the host; a bind mount puts it where the emulated daemon can reach it
-    subprocess.run(["mount", "--bind", listener._dir, str(notify_dir)], check=True)
-    tree.mounts.append(notify_dir)
-    log = open(tree.root / "tmp" / "serve.log", "wb")
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PIRAG_SOCKET": "/run/pirag/pirag.sock",
-           "STATE_DIRECTORY": "/var/lib/pirag", "NOTIFY_SOCKET": "/run/notify/notify", "PYTHONUNBUFFERED": "1"}
-    started = time.monotonic()
-    process = subprocess.Popen(tree.argv("/usr/bin/pirag", "serve", "--config", "/etc/pirag/pirag.toml"),
-                               stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        _, message = listener.wait_for("READY", timeout=1800, value="1")
-        print(f"emulated: READY after {time.monotonic() - started:.0f} s ({message.get('STATUS', '')})")
-        yield run_dir / "pirag.sock"
-    finally:
-        process.terminate()
-        try:
-            process.wait(120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-        listener.close()
-        print((tree.root / "tmp" / "serve.log").read_text(errors="replace")[-3000:])
-
-
-def test_the_package_is_arm64(arm64_deb: Path) -> None:
-    control = subprocess.run(["dpkg-deb", "-f", str(arm64_deb)], capture_output=True, text=True, check=True).stdout
-    assert "Architecture: arm64" in control
-    listing = subprocess.run(["dpkg-deb", "-c", str(arm64_deb)], capture_output=True, text=True, check=True).stdout
-    for variant in ("armv8.0_1", "armv8.2_2"):
-        assert f"libggml-cpu-{variant}.so" in listing, variant
-    conffiles = subprocess.run(["dpkg-deb", "-I", str(arm64_deb), "conffiles"], capture_output=True, text=True,
-                               check=True).stdout.split()
-    assert conffiles == ["/etc/pirag/pirag.toml"]
-
-
-def test_daemon_serves_through_the_package(daemon: Path) -> None:
-    started = time.monotonic()
-    with Client(daemon, timeout=600) as client:
-        status = client.status()
-        assert status.state == "ready"
-        embed = status.components["embed"]
-        assert embed["extra_buffer_types"] is True              # ARM: the repacked-weight path stays on
-        result = client.ingest("arm", documents=[DocumentIn(source="pi.txt", text=(
-            "The Raspberry Pi 5 has four Cortex-A76 cores with the dot product extension. "
-            "llama.cpp repacks Q4_0 weights for them at load time."))])
-        assert result is not None
-        deadline = time.monotonic() + 600
-        hits = []
-        while time.monotonic() < deadline and not hits:
-            hits = client.search("which cores does the Pi 5 have", "arm", k=3).hits
-            time.sleep(1)
-        assert hits and "Cortex-A76" in hits[0].text
-        client.remember("the emulated Pi test stores this fact", project="arm")
-        facts = client.recall("what does the emulated test store", project="arm").facts
-        assert facts and "emulated Pi test" in facts[0].content
-    print(f"emulated: ingest, search, remember, recall {time.monotonic() - started:.0f} s")
-
-
-def test_one_mcp_tool_call_through_the_package(tree: Tree, daemon: Path) -> None:
-    from mcp import ClientSession, StdioServerParameters
-    from mcp.client.stdio import stdio_client
-
-    async def call() -> str:
-        params = StdioServerParameters(command="chroot", args=[str(tree.root), "/usr/bin/pirag-mcp", "--socket",
-                                                               "/run/pirag/pirag.sock"],
-                                       env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
-        async with stdio_client(params) as (read_stream, write_stream):
-            async with ClientSession(read_stream, write_stream) as session:
-                await asyncio.wait_for(session.initialize(), 600)
-                result = await asyncio.wait_for(session.call_tool("recall", {"query": "emulated Pi test",
-                                                                             "project": "arm"}), 600)
-                assert not result.isError, result
-                return "".join(getattr(block, "text", "") for block in result.content)
-
-    started = time.monotonic()
-    text = asyncio.run(call())
-    assert "emulated Pi test" in text
-    print(f"emulated: MCP initialize + recall {time.monotonic() - started:.0f} s")
-
-
 @pytest.mark.parametrize("board", ["pi5", "pi4"])
 @pytest.mark.parametrize("quant", ["q8_0", "q4_k_m", "q4_0"])
-def test_embeddings_on_the_repacked_path_match_the_reference(tree: Tree, checkpoint: Path, quant: str, board: str,
-                                                            tmp_path: Path) -> None:
+def test_embeddings_on_the_repacked_path_match_the_reference(box: Container, checkpoint: Path, quant: str,
+                                                            board: str) -> None:
     from pirag.daemon.embed.importer import import_checkpoint, quantize
 
-    models = tree.root / "tmp" / "models"
+    assert box.root is not None
+    # The model files are made here (the importer is architecture-independent); the package embeds with them.
+    models = box.root / "root" / "models"
     models.mkdir(exist_ok=True)
     f16 = models / "m.f16.gguf"
     if not f16.exists():
@@ -269,20 +186,23 @@ def test_embeddings_on_the_repacked_path_match_the_reference(tree: Tree, checkpo
     if not model.exists():
         quantize(f16, model, quant)
     texts = docstring_texts(6) + [long_text()]
-    (tree.root / "tmp" / "texts.json").write_text(json.dumps(texts))
-    shutil.copy(CHILD, tree.root / "tmp" / "fidelity_child.py")
+    (box.root / "root" / "texts.json").write_text(json.dumps(texts))
+    (box.root / "root" / "fidelity_child.py").write_bytes(CHILD.read_bytes())
     cpu, variant = BOARDS[board]
     started = time.monotonic()
-    out = tree.run("/opt/pirag/bin/python", "/tmp/fidelity_child.py", f"/tmp/models/{model.name}", "/tmp/texts.json",
-                   env={"QEMU_CPU": cpu, "PIRAG_CPU_AMX": ""}, timeout=1800)
+    # QEMU_CPU reaches the qemu-aarch64 that binfmt_misc starts for the python below: the CPU it emulates.
+    out = box.run(f"QEMU_CPU={cpu}", "PIRAG_CPU_AMX=", "/opt/pirag/bin/python", "/root/fidelity_child.py",
+                  f"/root/models/{model.name}", "/root/texts.json", timeout=1800).stdout
     result = json.loads(out.strip().splitlines()[-1])
-    assert result["variant"] == variant, result["system_info"]
+    assert result["variant"] == variant, result["system_info"]          # ggml chose it by itself
     assert result["use_extra_bufts"] is True
     expected = ReferenceBert(checkpoint).embed(texts)
     cosines = (np.asarray(result["vectors"], dtype=np.float32) * expected).sum(axis=1)
+    seconds = time.monotonic() - started
+    TIMINGS[f"emulated_fidelity_{board}_{quant}_s"] = seconds
     print(f"emulated {board} ({cpu}, variant {variant}) {quant}: worst cosine {cosines.min():.5f}, "
-          f"repacked buffers {result['repacked']}, {time.monotonic() - started:.0f} s")
-    assert cosines.min() >= THRESHOLDS[quant]
+          f"repacked buffers {result['repacked']}, {seconds:.0f} s; {result['system_info']}")
+    assert cosines.min() >= THRESHOLDS[quant], f"worst cosine {cosines.min():.5f}"
     if quant == "q4_0" and board == "pi5":
         # ggml repacks Q4_0 for ARM CPUs with dotprod (the Pi 4's Cortex-A72 has none: plain Q4_0 there)
         assert result["repacked"], "Q4_0 on the Pi 5's CPU must use llama.cpp's repacked weights"

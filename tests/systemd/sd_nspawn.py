@@ -42,11 +42,40 @@ def source_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def build_or_reuse_deb() -> tuple[Path, float | None]:
-    """The .deb for the current source (built with packaging/build-deb unless cached); (path, build seconds)."""
-    if os.environ.get("PIRAG_DEB"):
-        return Path(os.environ["PIRAG_DEB"]), None
-    out = CACHE / "debs" / source_fingerprint()
+def arm64_missing() -> str | None:
+    """Why this machine cannot build and run the arm64 package under emulation, or None when it can."""
+    if os.geteuid() != 0:
+        return "needs root (debootstrap, systemd-nspawn)"
+    binfmt = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    try:
+        registered = "enabled" in binfmt.read_text()
+    except OSError:
+        registered = False
+    if not registered:
+        return ("qemu-aarch64 is not registered with binfmt_misc (apt-get install qemu-user-static binfmt-support; "
+                "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; update-binfmts --enable qemu-aarch64)")
+    for tool in ("debootstrap", "systemd-nspawn", "nsenter", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if not os.environ.get("PIRAG_ARM64_DEB") and shutil.which("aarch64-linux-gnu-g++") is None:
+        return "g++-aarch64-linux-gnu is not installed (needed to build the arm64 .deb)"
+    return None
+
+
+def arm64_asked(config) -> bool:
+    """The arm64 package's checks (a cross build of half an hour, then emulation) run only when asked for with
+    ``pytest -m arm64``, never inside a plain run of the whole suite."""
+    return "arm64" in (config.option.markexpr or "")
+
+
+def build_or_reuse_deb(arch: str | None = None) -> tuple[Path, float | None]:
+    """The .deb for the current source (built with packaging/build-deb unless cached); (path, build seconds).
+    ``arch``: None for this machine's architecture, or ``arm64`` (cross-built on x86-64; PIRAG_ARM64_DEB=path
+    takes a given one)."""
+    given = os.environ.get("PIRAG_ARM64_DEB" if arch else "PIRAG_DEB")
+    if given:
+        return Path(given), None
+    out = CACHE / (f"debs-{arch}" if arch else "debs") / source_fingerprint()
     out.parent.mkdir(parents=True, exist_ok=True)
     # One build at a time: a second test process waits for the first one's .deb instead of building it again.
     with open(out.parent / ".lock", "w") as lock:
@@ -55,8 +84,9 @@ def build_or_reuse_deb() -> tuple[Path, float | None]:
         if found:
             return found[-1], None
         started = time.monotonic()
-        result = subprocess.run([str(REPO / "packaging" / "build-deb"), str(out)], capture_output=True,
-                                text=True, timeout=1800)
+        # A cross build compiles llama.cpp for aarch64 and lays out the venv under qemu-user: far slower.
+        command = [str(REPO / "packaging" / "build-deb"), *(["--arch", arch] if arch else []), str(out)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=5400 if arch else 1800)
         if result.returncode != 0:
             raise RuntimeError(f"packaging/build-deb failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
         # Keep the cache from growing: the two newest builds stay.
@@ -69,8 +99,12 @@ def build_or_reuse_deb() -> tuple[Path, float | None]:
 class Container:
     """One booted bookworm container. Use as a context manager; it powers off and is deleted at exit."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, arch: str | None = None, boot_timeout: float = 60) -> None:
+        """``arch``: a Debian architecture other than this machine's (``arm64``: its tree runs under qemu-user,
+        booting takes minutes, hence ``boot_timeout``)."""
         self.log_path = log_path
+        self.arch = arch
+        self.boot_timeout = boot_timeout
         self.root: Path | None = None
         self.process: subprocess.Popen | None = None
         self.pid1: int | None = None
@@ -84,7 +118,8 @@ class Container:
         self.root = Path(tempfile.mkdtemp(prefix="boot.", dir=work)) / "root"
         started = time.monotonic()
         subprocess.run([str(REPO / "packaging" / "rootfs.sh"), "boot", str(self.root)], check=True,
-                       capture_output=True, timeout=900)
+                       capture_output=True, timeout=900,
+                       env=dict(os.environ, PIRAG_ARCH=self.arch) if self.arch else None)
         self.timings["unpack_tree_s"] = time.monotonic() - started
         return self
 
@@ -101,17 +136,18 @@ class Container:
              "--private-network", "--console=pipe"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.boot_timeout
         while self.pid1 is None:
             if self.process.poll() is not None:
                 raise RuntimeError(f"systemd-nspawn exited: {self.log_tail()}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no systemd in the container after 60 s: {self.log_tail()}")
+                raise RuntimeError(f"no systemd in the container after {self.boot_timeout} s: {self.log_tail()}")
             self.pid1 = self._find_systemd(self.process.pid)
             time.sleep(0.05)
         state = ""
         while not state:  # until PID 1's private bus is up, systemctl cannot even ask
-            state = self.run("systemctl", "is-system-running", "--wait", timeout=120, check=False).stdout.strip()
+            state = self.run("systemctl", "is-system-running", "--wait", timeout=max(120, self.boot_timeout),
+                             check=False).stdout.strip()
             if not state:
                 if time.monotonic() > deadline:
                     break

@@ -1,17 +1,21 @@
 """The .deb from packaging/build-deb: its contents, its control data, and lintian (errors fail; every
-warning must be listed with its reason in docs/INSTALL.md)."""
+warning must be listed with its reason in docs/INSTALL.md).
+
+Each test runs on this machine's package and, when asked for with ``pytest -m arm64``, on the arm64 package
+cross-built here (``packaging/build-deb --arch arm64``): the same standard for both."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from sd_helpers import REPO, require_root, require_tools
-from sd_nspawn import build_or_reuse_deb
+from sd_nspawn import arm64_asked, arm64_missing, build_or_reuse_deb
 
 pytestmark = [
     pytest.mark.systemd,
@@ -20,17 +24,32 @@ pytestmark = [
 ]
 
 
+HOST_ARCH = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
+# ELF e_machine of each Debian architecture: every shared object in a package must be built for it.
+ELF_MACHINES = {"amd64": 62, "arm64": 183}
+
+
+@pytest.fixture(scope="module", params=[HOST_ARCH, pytest.param("arm64", marks=pytest.mark.arm64)],
+                ids=["host", "arm64"])
+def arch(request: pytest.FixtureRequest) -> str:
+    if request.param != HOST_ARCH:
+        if not arm64_asked(request.config):
+            pytest.skip("the arm64 package is checked only when asked for: pytest -m arm64")
+        if arm64_missing():
+            pytest.skip(arm64_missing())
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def deb() -> Path:
-    path, seconds = build_or_reuse_deb()
+def deb(arch: str) -> Path:
+    path, seconds = build_or_reuse_deb(None if arch == HOST_ARCH else arch)
     if seconds is not None:
-        print(f".deb built in {seconds:.0f} s")
+        print(f"{arch} .deb built in {seconds:.0f} s")
     return path
 
 
-def test_name_and_control(deb: Path):
+def test_name_and_control(deb: Path, arch: str):
     version = re.search(r'^version = "(.+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
-    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
     assert deb.name == f"pirag_{version}_{arch}.deb"
     control = subprocess.run(["dpkg-deb", "-f", str(deb)], capture_output=True, text=True, check=True).stdout
     assert f"Version: {version}" in control and f"Architecture: {arch}" in control
@@ -39,7 +58,7 @@ def test_name_and_control(deb: Path):
     assert "init-system-helpers" in depends
 
 
-def test_contents(deb: Path):
+def test_contents(deb: Path, arch: str):
     listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
     paths = {line.split()[5].lstrip(".") for line in listing.splitlines()}
     for expected in ("/opt/pirag/bin/pirag", "/opt/pirag/bin/python3", "/lib/systemd/system/pirag.service",
@@ -96,3 +115,29 @@ def test_lintian(deb: Path):
     documented = (REPO / "docs" / "INSTALL.md").read_text()
     missing = [tag for tag in warned if f"`{tag}`" not in documented]
     assert not missing, f"lintian warnings not explained in docs/INSTALL.md: {missing}"
+
+
+def test_every_shared_object_is_for_the_package_architecture(deb: Path, arch: str):
+    """A wheel of the wrong architecture (an x86-64 one in the arm64 package) would install and then fail to
+    load on the Pi: every ELF file's e_machine must be the package's."""
+    wrong, elf_count = [], 0
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as unpack:
+        with tarfile.open(fileobj=unpack.stdout, mode="r|") as archive:  # streamed: the tree is ~600 MB
+            for member in archive:
+                if not member.isfile() or member.size < 64:
+                    continue
+                head = archive.extractfile(member).read(20)
+                if head[:4] != b"\x7fELF":
+                    continue
+                elf_count += 1
+                if int.from_bytes(head[18:20], "little") != ELF_MACHINES[arch]:
+                    wrong.append(member.name)
+        unpack.stdout.read()  # the archive's trailing blocks: dpkg-deb must finish, not die of a closed pipe
+    assert unpack.returncode == 0
+    assert elf_count > 20, elf_count  # llama.cpp, numpy, chromadb, onnxruntime, ...
+    assert not wrong, wrong[:20]
+    if arch == "arm64":
+        # One package for both Pis: ggml's run-time CPU variants for the Pi 4 (armv8.0) and the Pi 5 (dotprod).
+        listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
+        for variant in ("armv8.0_1", "armv8.2_2"):
+            assert f"libggml-cpu-{variant}.so" in listing, variant
