@@ -41,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--since", type=float, default=None, help="only sources ingested after this Unix time")
     p.add_argument("--max-chars", type=int, default=0, help="budget for the returned text (0: none)")
     p.add_argument("--no-cache", action="store_true", help="bypass the query cache")
+    p.add_argument("--per-file", type=int, default=None, help="chunks of one file before other files' "
+                   "(0: chunks as ranked; default: search.per_file)")
     p.set_defaults(func=_search)
 
     p = subparsers.add_parser("projects", parents=[common], help="list projects")
@@ -209,7 +211,8 @@ def _human_ingest(result: Any) -> str:
 def _search(args: argparse.Namespace) -> None:
     with client_from(args) as client:
         result = client.search(args.query, args.project, k=args.k, path_glob=args.path, file_types=args.type,
-                               ingested_after=args.since, max_chars=args.max_chars, use_cache=not args.no_cache)
+                               ingested_after=args.since, max_chars=args.max_chars, use_cache=not args.no_cache,
+                               per_file=args.per_file)
     emit(args, result, _human_search)
 
 

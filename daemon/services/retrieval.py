@@ -16,7 +16,9 @@
    for word. ``w`` is per kind of item (``Weights``). Reciprocal rank
    fusion, used before, threw the scores away: a chunk that was keyword rank 1 and absent from the vector list
    scored 1/61 and lost to chunks both sides ranked weakly.
-4. **Budget**: ``within_budget`` keeps results in order until a character budget is spent.
+4. **Grouped by file** (document chunks, ``by_source``): a file's best chunk lifted by a share of its second
+   best, then at most ``per_file`` chunks of one file while other files have candidates.
+5. **Budget**: ``within_budget`` keeps results in order until a character budget is spent.
 
 ``mode="vector"`` / ``"keyword"`` rank by one side alone (for measuring each half, ``pirag-stress quality``).
 docs/RETRIEVAL.md gives the figures behind every choice.

@@ -94,8 +94,10 @@ def test_a_file_is_found_by_its_path_and_one_file_does_not_crowd_the_others_out(
             assert len(sources) == 5                     # one file's further chunks fill up once the others are out
             head = sources[:2 + cap]                     # three files: every one of them before any file's extra
             assert len(set(head)) == 3 and max(head.count(source) for source in head) <= cap, sources
-        default = [hit.source for hit in client.search("decode the frame", "ret-files", k=5).hits]
-        assert len(set(default[:3])) == 3                # search.per_file = 1
-        assert [hit.source for hit in client.search("decode the frame", "ret-files", k=5, per_file=0).hits] != \
-            default                                      # not a cache hit of the grouped result
+        default = client.search("decode the frame", "ret-files", k=5)
+        assert len({hit.source for hit in default.hits[:3]}) == 3          # search.per_file = 1
+        assert client.search("decode the frame", "ret-files", k=5).cached
+        # the cache keeps grouped and ungrouped results, and each mode's, apart
+        assert not client.search("decode the frame", "ret-files", k=5, per_file=0).cached
+        assert not client.search("decode the frame", "ret-files", k=5, mode="vector").cached
         client.drop_project("ret-files")
