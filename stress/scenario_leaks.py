@@ -143,6 +143,12 @@ def fit(run: Run, start: float, end: float, warmup: float, window_s: float = 0.0
     if status:  # bounded caches must be flat here: they were filled before
         figures["cache_mb_fitted_start_end"] = [round(status[0]["cache_bytes"] / 1e6, 2),
                                                 round(status[-1]["cache_bytes"] / 1e6, 2)]
+        # what the data set still adds: episodes are an append-only log (no retention by default), so their
+        # rows, vectors and page-cache pages grow with the run whatever the pools bound
+        figures["episodes_logged_fitted"] = status[-1]["episodes_logged"] - status[0]["episodes_logged"]
+        figures["db_mb_fitted_start_end"] = [round(status[0]["db_bytes"] / 1e6, 2),
+                                             round(status[-1]["db_bytes"] / 1e6, 2)]
+        figures["vector_compactions_fitted"] = status[-1]["vector_compactions"] - status[0]["vector_compactions"]
     rss = np.asarray([s.total_rss_mb for s in kept])
     slope_t, intercept_t = theil_sen(t - run.start, rss)
     figures["total_rss_fit"] = {"t": [round(float(t[0] - run.start), 2), round(float(t[-1] - run.start), 2)],
