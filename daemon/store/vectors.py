@@ -63,6 +63,10 @@ UPSERT_SLICE = 1000             # vectors per upsert request: queries queued mea
 # 2026-12-02: 7,359 elements for 729 live chunks after 20 minutes of re-ingested notes). Past this many deletions,
 # and at least as many as the collection's live vectors, its owner rebuilds it from SQLite (``compaction_due``).
 COMPACT_MIN_DELETED = 2000
+
+
+def compaction_is_due(deleted: int, live: int) -> bool:
+    return deleted >= COMPACT_MIN_DELETED and deleted >= live
 START_TIMEOUT_S = 60.0          # a fresh interpreter importing chromadb on a loaded Pi
 RESTART_BACKOFF_S = (0.0, 0.5, 2.0, 5.0)   # successive restarts within RESTART_WINDOW_S wait longer
 RESTART_WINDOW_S = 60.0
@@ -234,8 +238,7 @@ class VectorIndex:
     def compaction_due(self, collection: str, live: int) -> bool:
         """True when ``collection`` holds more deleted HNSW elements than ``live`` vectors (and at least
         ``COMPACT_MIN_DELETED``): a rebuild from SQLite then gives their memory back."""
-        deleted = self.deleted.get(collection, 0)
-        return deleted >= COMPACT_MIN_DELETED and deleted >= live
+        return compaction_is_due(self.deleted.get(collection, 0), live)
 
     async def compact(self, collection: str, load: Loader) -> int:
         """Rebuild ``collection`` from ``load()`` to drop its deleted elements; the caller holds whatever lock
