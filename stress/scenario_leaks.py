@@ -34,7 +34,8 @@ from .scenario_base import Outcome, Run, common_checks, scenario_main
 from .scenario_concurrent import cleanup, seed_project
 
 NAME = "memory-leaks"
-QUICK = {"duration": 15.0, "clients": 4, "max_mb_per_10k": 200.0, "max_fds_per_10k": 500.0, "fill_max_s": 5.0}  # a few hundred ops: machinery only
+QUICK = {"duration": 15.0, "clients": 4, "max_mb_per_10k": 200.0, "max_fds_per_10k": 500.0, "fill_max_s": 5.0,
+         "max_total_rss_mb": 4000.0}  # a few hundred ops on a daemon the other scenarios used: machinery only
 MIX = {"search": 35, "recall": 20, "remember": 15, "log_episode": 5, "timeline": 15, "ingest_small": 10}
 
 
