@@ -10,7 +10,8 @@ SQLite at any time. The ``vectors`` component owns:
   in the daemon's process: its upsert holds the GIL, and on a full disk one never returned (DESIGN.md).
 - **Supervision.** The worker is a fresh interpreter (not a fork: the daemon is threaded) on a socketpair.
   Requests go one at a time, so each timeout (``store.vectors_timeout_s``, plus a per-vector allowance for
-  upserts) measures that request alone; large upserts are sent in slices, so queries interleave. A worker that dies or overruns its timeout is killed and started
+  upserts) measures that request alone; large upserts are sent in slices, so queries interleave, and queued
+  queries go before queued writes (``read_first.py``). A worker that dies or overruns its timeout is killed and started
   again; the request that found it dead is retried once on the new worker (every op is idempotent), one that
   overran is answered ``unavailable``. After an unplanned restart every collection ``ensure`` has seen is
   checked again against SQLite in the background and rebuilt if it disagrees. With ``store.
@@ -46,6 +47,7 @@ from pirag.client.errors import Unavailable
 
 from ..config import Config
 from . import vector_worker as wire
+from .read_first import ReadFirstLock
 from .storage import StorageCondition, StorageError, make_storage_error
 
 log = logging.getLogger("pirag.store.vectors")
@@ -65,6 +67,7 @@ UPSERT_SLICE = 1000             # vectors per upsert request: queries queued mea
 # deletion), its owner rebuilds it from SQLite (``compaction_due``): an index holds at most about twice its live
 # vectors, or its live vectors plus 1,000 deleted ones (~1.7 MB at 384 dims).
 COMPACT_MIN_DELETED = 1000
+READ_OPS = frozenset({"query", "count", "check", "list"})   # served before queued writes (read_first.py)
 START_TIMEOUT_S = 60.0          # a fresh interpreter importing chromadb on a loaded Pi
 RESTART_BACKOFF_S = (0.0, 0.5, 2.0, 5.0)   # successive restarts within RESTART_WINDOW_S wait longer
 RESTART_WINDOW_S = 60.0
@@ -133,7 +136,7 @@ class VectorIndex:
         self.path = config.state_path / "chroma"
         self.storage = StorageCondition(config.state_path)
         self._worker: _Worker | None = None
-        self._lock = asyncio.Lock()
+        self._lock = ReadFirstLock()   # one request at a time; queries before queued writes
         self._request_ids = 0
         self._running = False
         self._max_batch = wire.DEFAULT_MAX_BATCH
@@ -179,7 +182,7 @@ class VectorIndex:
         if self._recovery is not None:
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
-        async with self._lock:
+        async with self._lock.hold():
             await self._stop_worker(graceful=True)
 
     def stats(self) -> dict[str, Any]:
@@ -187,6 +190,7 @@ class VectorIndex:
         alive = worker is not None and worker.process.poll() is None
         return {"backend": self.backend, "calls": self.calls, "errors": self.errors, "rebuilds": self.rebuilds,
                 "compactions": self.compactions, "deleted_since_build": sum(self.deleted.values()),
+                "writes_overtaken": self._lock.overtaken,
                 "set_aside": self.set_aside, "max_batch": self._max_batch,
                 "segment_dirs_removed": self._worker_info.get("dirs_removed", 0),
                 "reopens_after_drop": self._worker_info.get("reopens", 0),
@@ -350,7 +354,7 @@ class VectorIndex:
         queued = time.perf_counter()
         times = self.op_times.setdefault(op, [0, 0.0, 0.0])
         try:
-            async with self._lock:
+            async with self._lock.hold(read=op in READ_OPS):
                 granted = time.perf_counter()
                 times[0] += 1
                 times[1] += granted - queued
@@ -493,7 +497,7 @@ class VectorIndex:
         rss = worker.rss_bytes()
         if rss <= limit_mb << 20:
             return
-        async with self._lock:
+        async with self._lock.hold():
             if self._worker is not worker:
                 return
             log.warning("vectors: the worker's RSS is %d MiB, over store.vectors_worker_max_rss_mb = %d; "
