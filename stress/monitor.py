@@ -65,6 +65,8 @@ def status_figures(status: Any) -> dict[str, Any]:
         "projects": _get(components, "documents", "projects", default=0),
         "collections_open": _get(components, "vectors", "collections_open", default=0),
         "db_bytes": _get(components, "db", "bytes", default=0),
+        "episodes_logged": _get(components, "memory", "episodes_logged", default=0) or 0,
+        "vector_compactions": _get(components, "vectors", "compactions", default=0) or 0,
         "query_cache_fill": _fill(query_cache, "max_entries"),
         "embed_cache_fill": _fill(embed_cache, "capacity"),
         "worker_rss_mb": (_get(components, "vectors", "worker", "rss_bytes", default=0) or 0) / MB,

@@ -78,6 +78,8 @@ class DocumentService:
         self._job_waiters: dict[int, asyncio.Future[IngestResult]] = {}
         self._runs: dict[int, IngestRun] = {}
         self._finished_runs: deque[int] = deque()  # job ids in _runs that finished, oldest first (bounded)
+        self._compacting: set[str] = set()          # projects whose collection is being compacted
+        self._live_chunks: dict[str, int] = {}      # chunks per project when compaction last looked
         self._running_jobs: dict[int, tuple[str, asyncio.Task[Any]]] = {}
         self._job_tasks: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -138,6 +140,35 @@ class DocumentService:
         self.generations[project] = self.generations.get(project, 0) + 1
         if project not in self.projects:
             asyncio.ensure_future(self._load_projects())
+        row = self.projects.get(project)
+        if (row is not None and project not in self._compacting
+                and self.vectors.compaction_due(row.collection, self._live_chunks.get(project, 0))):
+            self._compacting.add(project)
+            task = asyncio.ensure_future(self._compact(project))
+            self._job_tasks.add(task)           # cancelled at close like the jobs; forgotten once done
+            task.add_done_callback(self._job_tasks.discard)
+
+    async def _compact(self, project: str) -> None:
+        """Rebuild the project's collection once its deleted chunks outnumber its live ones (re-ingested
+        sources leave every old chunk in Chroma's HNSW: ``vectors.COMPACT_MIN_DELETED``), under the project's
+        lock like any write, so no ingestion interleaves."""
+        try:
+            async with self._lock(project):
+                row = self.projects.get(project)
+                if row is None:
+                    return
+                live = self._live_chunks[project] = await self._expected(row)
+                if not self.vectors.compaction_due(row.collection, live):
+                    return
+                await self.vectors.compact(row.collection, self._loader(row))
+                self.health[project] = "ok"
+            self._bump(project)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("documents: compacting the index of %s failed (searches keep working)", project)
+        finally:
+            self._compacting.discard(project)
 
     def _lock(self, project: str) -> asyncio.Lock:
         lock = self._locks.get(project)
@@ -448,6 +479,7 @@ class DocumentService:
             self.projects.pop(name, None)
             self._bump(name)
             self.generations.pop(name, None)
+            self._live_chunks.pop(name, None)
             self.cache.forget_project(name)
         memory_result: dict[str, int] = {}
         memory = _component(ctx, "memory")

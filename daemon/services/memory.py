@@ -449,6 +449,7 @@ class MemoryService:
 
 async def check_index(side: VectorSide, rows: Any, model_id: str) -> None:
     """Bring every collection of ``side`` in step with SQLite, then trust collections made later."""
+    side.model_id = model_id   # what a compaction of its collections reloads
     counts = await side.db.read(lambda conn: rows.counts_by_project(conn, model_id))
     for project, expected in counts.items():
         outcome = await side.ensure(project, expected, model_id)

@@ -87,6 +87,9 @@ class VectorSide:
         self._flush_wake: asyncio.Event | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._last_activity = 0.0       # monotonic time of the last search or queued vector
+        self.model_id = ""                  # the vectors' model (set by the start-up check): what a compaction reloads
+        self._compacting: set[str] = set()
+        self._compactions: set[asyncio.Task[None]] = set()
         self._oldest_pending = 0.0      # monotonic time the backlog started
 
     def trusted(self, collection: str) -> bool:
@@ -270,6 +273,9 @@ class VectorSide:
                 return
 
     async def stop(self) -> None:
+        for task in list(self._compactions):
+            task.cancel()
+        await asyncio.gather(*self._compactions, return_exceptions=True)
         if self._flusher is not None:
             self._flusher.cancel()
             try:
@@ -299,6 +305,13 @@ class VectorSide:
             self.index_errors += 1
             self.distrust(collection)
             log.exception("vector index delete on %s failed; it will be rebuilt from SQLite", collection)
+            return
+        if (self.model_id and collection not in self._compacting
+                and self.vectors.compaction_due(collection, 0)):   # the live count is checked under the lock
+            self._compacting.add(collection)
+            task = asyncio.ensure_future(self._compact(project))
+            self._compactions.add(task)
+            task.add_done_callback(self._compactions.discard)
 
     async def drop(self, project: str) -> None:
         """Drop the project's collection; called after its rows were deleted from SQLite.
@@ -319,7 +332,15 @@ class VectorSide:
         if self.vectors is None:
             return "none"
         collection = self.collection(project)
+        self.model_id = model_id
+        # Under the collection's lock: a drop of the project waits for the rebuild, then removes what it wrote.
+        async with self._lock(collection):
+            outcome = await self.vectors.ensure(collection, expected, self._loader(project, model_id))
+            self.ready.add(collection)
+            self.broken.discard(collection)
+        return outcome
 
+    def _loader(self, project: str, model_id: str) -> Any:
         async def load() -> AsyncIterator[tuple[list[str], np.ndarray, None]]:
             after = 0
             while True:
@@ -329,12 +350,31 @@ class VectorSide:
                 after, ids, matrix = page
                 yield ids, matrix, None
 
-        # Under the collection's lock: a drop of the project waits for the rebuild, then removes what it wrote.
-        async with self._lock(collection):
-            outcome = await self.vectors.ensure(collection, expected, load)
-            self.ready.add(collection)
-            self.broken.discard(collection)
-        return outcome
+        return load
+
+    async def _compact(self, project: str) -> None:
+        """Rebuild the collection once forgotten or pruned rows outnumber its live ones (Chroma's HNSW keeps
+        every deleted element: ``vectors.COMPACT_MIN_DELETED``); searches go exact meanwhile."""
+        assert self.vectors is not None
+        collection = self.collection(project)
+        model_id = self.model_id
+        try:
+            async with self._lock(collection):
+                counts = await self.db.read(lambda conn: self.store.counts_by_project(conn, model_id))
+                if not self.vectors.compaction_due(collection, counts.get(project, 0)):
+                    return
+                self.distrust(collection)
+                await self.vectors.compact(collection, self._loader(project, model_id))
+                self.ready.add(collection)
+                self.broken.discard(collection)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.index_errors += 1
+            log.exception("compacting the %s index of %r failed; exact search serves it until a rebuild",
+                          self.kind, project)
+        finally:
+            self._compacting.discard(collection)
 
 
 class RecallCache:

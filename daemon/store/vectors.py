@@ -10,7 +10,8 @@ SQLite at any time. The ``vectors`` component owns:
   in the daemon's process: its upsert holds the GIL, and on a full disk one never returned (DESIGN.md).
 - **Supervision.** The worker is a fresh interpreter (not a fork: the daemon is threaded) on a socketpair.
   Requests go one at a time, so each timeout (``store.vectors_timeout_s``, plus a per-vector allowance for
-  upserts) measures that request alone; large upserts are sent in slices, so queries interleave. A worker that dies or overruns its timeout is killed and started
+  upserts) measures that request alone; large upserts are sent in slices, so queries interleave, and queued
+  queries go before queued writes (``read_first.py``). A worker that dies or overruns its timeout is killed and started
   again; the request that found it dead is retried once on the new worker (every op is idempotent), one that
   overran is answered ``unavailable``. After an unplanned restart every collection ``ensure`` has seen is
   checked again against SQLite in the background and rebuilt if it disagrees. With ``store.
@@ -46,6 +47,7 @@ from pirag.client.errors import Unavailable
 
 from ..config import Config
 from . import vector_worker as wire
+from .read_first import ReadFirstLock
 from .storage import StorageCondition, StorageError, make_storage_error
 
 log = logging.getLogger("pirag.store.vectors")
@@ -58,9 +60,22 @@ _SLUG_MAX = 40
 UPSERT_S_PER_VECTOR = 0.01      # timeout allowance per vector on top of store.vectors_timeout_s: ~1,700/s
                                 # measured idle, 10x slower under load on 2 cores; a hang is what is caught
 UPSERT_SLICE = 1000             # vectors per upsert request: queries queued meanwhile go between two slices
+# Chroma's HNSW only marks a deleted id (chroma-core/chroma#2594): the element keeps its memory and its place in
+# the graph for good, so a project whose sources change keeps growing although its live vectors do not (measured
+# 2026-12-02: 10,346 elements for 717 live chunks after 29 minutes of re-ingested notes). Past this many
+# deletions, and at least as many as the collection's live vectors (so a rebuild costs at most one upsert per
+# deletion), its owner rebuilds it from SQLite (``compaction_due``): an index holds at most about twice its live
+# vectors, or its live vectors plus 1,000 deleted ones (~1.7 MB at 384 dims).
+COMPACT_MIN_DELETED = 1000
+READ_OPS = frozenset({"query", "count", "check", "list"})   # served before queued writes (read_first.py)
 START_TIMEOUT_S = 60.0          # a fresh interpreter importing chromadb on a loaded Pi
 RESTART_BACKOFF_S = (0.0, 0.5, 2.0, 5.0)   # successive restarts within RESTART_WINDOW_S wait longer
 RESTART_WINDOW_S = 60.0
+
+
+def compaction_is_due(deleted: int, live: int) -> bool:
+    """The rule ``VectorIndex.compaction_due`` applies (and the tests' in-memory index with it)."""
+    return deleted >= COMPACT_MIN_DELETED and deleted >= live
 
 
 def collection_name(project: str, kind: str) -> str:
@@ -121,7 +136,7 @@ class VectorIndex:
         self.path = config.state_path / "chroma"
         self.storage = StorageCondition(config.state_path)
         self._worker: _Worker | None = None
-        self._lock = asyncio.Lock()
+        self._lock = ReadFirstLock()   # one request at a time; queries before queued writes
         self._request_ids = 0
         self._running = False
         self._max_batch = wire.DEFAULT_MAX_BATCH
@@ -143,6 +158,8 @@ class VectorIndex:
         # per op: [calls, seconds waiting for the worker (its lock), seconds in the worker]: one worker serves
         # every call in turn, so a query's wait behind upserts shows here (status: components.vectors.ops)
         self.op_times: dict[str, list[float]] = {}
+        self.deleted: dict[str, int] = {}          # ids deleted per collection since it was (re)built
+        self.compactions = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -165,13 +182,15 @@ class VectorIndex:
         if self._recovery is not None:
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
-        async with self._lock:
+        async with self._lock.hold():
             await self._stop_worker(graceful=True)
 
     def stats(self) -> dict[str, Any]:
         worker = self._worker
         alive = worker is not None and worker.process.poll() is None
         return {"backend": self.backend, "calls": self.calls, "errors": self.errors, "rebuilds": self.rebuilds,
+                "compactions": self.compactions, "deleted_since_build": sum(self.deleted.values()),
+                "writes_overtaken": self._lock.overtaken,
                 "set_aside": self.set_aside, "max_batch": self._max_batch,
                 "segment_dirs_removed": self._worker_info.get("dirs_removed", 0),
                 "reopens_after_drop": self._worker_info.get("reopens", 0),
@@ -221,10 +240,26 @@ class VectorIndex:
     async def delete(self, collection: str, ids: Sequence[str]) -> None:
         if ids:
             await self._call("delete", {"name": collection, "ids": list(ids)})
+            self.deleted[collection] = self.deleted.get(collection, 0) + len(ids)
+
+    def compaction_due(self, collection: str, live: int) -> bool:
+        """True when ``collection`` holds more deleted HNSW elements than ``live`` vectors (and at least
+        ``COMPACT_MIN_DELETED``): a rebuild from SQLite then gives their memory back."""
+        return compaction_is_due(self.deleted.get(collection, 0), live)
+
+    async def compact(self, collection: str, load: Loader) -> int:
+        """Rebuild ``collection`` from ``load()`` to drop its deleted elements; the caller holds whatever lock
+        keeps writers of the collection out meanwhile (as for ``rebuild``)."""
+        deleted = self.deleted.get(collection, 0)
+        written = await self.rebuild(collection, load)
+        self.compactions += 1
+        log.info("vectors: compacted %s: %d deleted elements dropped, %d vectors kept", collection, deleted, written)
+        return written
 
     async def drop(self, collection: str) -> None:
         """Delete the collection and its directory on disk; a missing collection is not an error."""
         self._worker_info = await self._call("drop", {"name": collection})
+        self.deleted.pop(collection, None)
 
     async def count(self, collection: str) -> int:
         return int(await self._call("count", {"name": collection}))
@@ -319,7 +354,7 @@ class VectorIndex:
         queued = time.perf_counter()
         times = self.op_times.setdefault(op, [0, 0.0, 0.0])
         try:
-            async with self._lock:
+            async with self._lock.hold(read=op in READ_OPS):
                 granted = time.perf_counter()
                 times[0] += 1
                 times[1] += granted - queued
@@ -462,7 +497,7 @@ class VectorIndex:
         rss = worker.rss_bytes()
         if rss <= limit_mb << 20:
             return
-        async with self._lock:
+        async with self._lock.hold():
             if self._worker is not worker:
                 return
             log.warning("vectors: the worker's RSS is %d MiB, over store.vectors_worker_max_rss_mb = %d; "

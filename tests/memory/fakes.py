@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from pirag.daemon.store.vectors import collection_name
+from pirag.daemon.store.vectors import collection_name, compaction_is_due
 
 
 class NumpyVectorIndex:
@@ -20,6 +20,8 @@ class NumpyVectorIndex:
     def __init__(self) -> None:
         self.collections: dict[str, dict[str, np.ndarray]] = {}
         self.fail = False
+        self.deleted: dict[str, int] = {}      # deletions since the last (re)build, as VectorIndex counts them
+        self.compactions = 0
 
     async def start(self) -> None:
         return None
@@ -59,9 +61,23 @@ class NumpyVectorIndex:
         self._check()
         for id_ in ids:
             self.collections.get(collection, {}).pop(id_, None)
+        self.deleted[collection] = self.deleted.get(collection, 0) + len(ids)
 
     async def drop(self, collection: str) -> None:
         self.collections.pop(collection, None)
+        self.deleted.pop(collection, None)
+
+    def compaction_due(self, collection: str, live: int) -> bool:
+        return compaction_is_due(self.deleted.get(collection, 0), live)
+
+    async def compact(self, collection: str, load: Any) -> int:
+        await self.drop(collection)
+        written = 0
+        async for ids, vectors, metadatas in load():
+            await self.upsert(collection, ids, vectors, metadatas)
+            written += len(ids)
+        self.compactions += 1
+        return written
 
     async def count(self, collection: str) -> int:
         self._check()

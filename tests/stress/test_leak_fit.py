@@ -24,7 +24,8 @@ def fake_run(seconds: float, daemon_mb: Any, worker_mb: Any, seed: int = 0) -> S
         process.append(ProcessSample(t=t, rss_mb=daemon_mb(t) + noise[0], uss_mb=None, cpu_pct=0.0, fds=40,
                                      threads=20, state="running", children_rss_mb=worker_mb(t) + noise[1],
                                      children_uss_mb=None, children=1))
-        status.append({"t": t, "requests": int(t * OPS_PER_S), "cache_bytes": 9_000_000})
+        status.append({"t": t, "requests": int(t * OPS_PER_S), "cache_bytes": 9_000_000, "db_bytes": 1 << 20,
+                       "episodes_logged": int(t), "vector_compactions": 0})
     return SimpleNamespace(start=0.0, monitor=SimpleNamespace(process_samples=process, status_samples=status))
 
 
