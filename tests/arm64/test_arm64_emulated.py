@@ -104,16 +104,7 @@ def test_systemd_starts_the_daemon_only_after_ready(box: Container) -> None:
     box.write("/etc/systemd/system/pirag.service.d/emulated.conf", TEST_DROPIN)
     box.run("systemctl", "daemon-reload")
     box.run("systemctl", "start", "pirag.socket")
-    started = time.monotonic()
-    box.run("systemctl", "start", "--no-block", "pirag.service")
-    states = []
-    while True:
-        props = box.show("pirag.service", "ActiveState", "SubState", "StatusText")
-        states.append(props["ActiveState"])
-        if props["ActiveState"] in ("active", "failed") or time.monotonic() - started > 1800:
-            break
-        time.sleep(0.5)
-    TIMINGS["emulated_first_start_s"] = time.monotonic() - started
+    props, states, TIMINGS["emulated_first_start_s"] = box.start_and_watch("pirag.service", timeout=1800, poll=0.5)
     journal = box.journal("pirag.service")
     assert props["ActiveState"] == "active", f"{props}\n{journal[-4000:]}"
     assert "activating" in states, f"never seen activating: {states[:5]}"
