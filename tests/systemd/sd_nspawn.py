@@ -216,6 +216,19 @@ class Container:
         output = self.run("systemctl", "show", unit, "-p", ",".join(properties)).stdout
         return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
 
+    def start_and_watch(self, unit: str, timeout: float, poll: float = 0.02) -> tuple[dict[str, str], list[str], float]:
+        """``systemctl start --no-block unit``, then its ActiveState polled until active or failed (or
+        ``timeout``): (last properties, every state seen, seconds taken). Type=notify: active only after READY=1."""
+        started = time.monotonic()
+        self.run("systemctl", "start", "--no-block", unit)
+        states = []
+        while True:
+            props = self.show(unit, "ActiveState", "SubState", "StatusText")
+            states.append(props["ActiveState"])
+            if props["ActiveState"] in ("active", "failed") or time.monotonic() - started > timeout:
+                return props, states, time.monotonic() - started
+            time.sleep(poll)
+
     def journal(self, unit: str) -> str:
         return self.run("journalctl", "--no-pager", "-o", "short-monotonic", "-u", unit, check=False).stdout
 
