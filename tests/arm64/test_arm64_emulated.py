@@ -40,15 +40,17 @@ THRESHOLDS = {"q8_0": 0.995, "q4_k_m": 0.98, "q4_0": 0.98}
 BOARDS = {"pi5": ("cortex-a76", "armv8.2_2"), "pi4": ("cortex-a72", "armv8.0_1")}
 # What differs from the unit as shipped, for emulation only (a test drop-in):
 # - everything is many times slower than on a Pi: the start timeout and the watchdog are widened;
-# - PrivateNetwork=no: systemd sets up the loopback of a private network namespace over rtnetlink, which
-#   qemu-user does not translate ("Failed to set up network namespacing: Input/output error", status
-#   225/NETWORK, measured); RestrictAddressFamilies=AF_UNIX and IPAddressDeny=any stay;
+# - PrivateNetwork=no, PrivateIPC=no: systemd keeps these two namespaces (shareable between units) as fds in a
+#   socket pair, and under qemu-user that step fails ("Failed to set up network namespacing: Input/output error",
+#   225/NETWORK; then "Failed to set up IPC namespacing: Input/output error", 226/NAMESPACE; measured);
+#   RestrictAddressFamilies=AF_UNIX and IPAddressDeny=any stay;
 # - the daemon runs as a Pi 5's CPU.
 TEST_DROPIN = """[Service]
 Environment=QEMU_CPU=cortex-a76
 TimeoutStartSec=1800
 WatchdogSec=600
 PrivateNetwork=no
+PrivateIPC=no
 """
 TIMINGS: dict[str, float] = {}
 
