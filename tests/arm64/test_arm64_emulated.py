@@ -40,15 +40,17 @@ THRESHOLDS = {"q8_0": 0.995, "q4_k_m": 0.98, "q4_0": 0.98}
 BOARDS = {"pi5": ("cortex-a76", "armv8.2_2"), "pi4": ("cortex-a72", "armv8.0_1")}
 # What differs from the unit as shipped, for emulation only (a test drop-in):
 # - everything is many times slower than on a Pi: the start timeout and the watchdog are widened;
-# - PrivateNetwork=no: systemd sets up the loopback of a private network namespace over rtnetlink, which
-#   qemu-user does not translate ("Failed to set up network namespacing: Input/output error", status
-#   225/NETWORK, measured); RestrictAddressFamilies=AF_UNIX and IPAddressDeny=any stay;
+# - PrivateNetwork=no, PrivateIPC=no: systemd keeps these two namespaces (shareable between units) as fds in a
+#   socket pair, and under qemu-user that step fails ("Failed to set up network namespacing: Input/output error",
+#   225/NETWORK; then "Failed to set up IPC namespacing: Input/output error", 226/NAMESPACE; measured);
+#   RestrictAddressFamilies=AF_UNIX and IPAddressDeny=any stay;
 # - the daemon runs as a Pi 5's CPU.
 TEST_DROPIN = """[Service]
 Environment=QEMU_CPU=cortex-a76
 TimeoutStartSec=1800
 WatchdogSec=600
 PrivateNetwork=no
+PrivateIPC=no
 """
 TIMINGS: dict[str, float] = {}
 
@@ -126,7 +128,7 @@ def test_ingest_search_remember_recall_through_the_package(box: Container) -> No
     assert hits and "Cortex-A76" in hits[0]["text"], hits
     pirag(box, "remember", "the emulated Pi test stores this fact", "--project", "arm", "--tag", "emulated")
     facts = pirag(box, "recall", "what does the emulated test store", "--project", "arm")["facts"]
-    assert facts and "emulated Pi test" in facts[0]["content"], facts
+    assert facts and "emulated Pi test" in facts[0]["fact"]["content"], facts
     TIMINGS["emulated_ingest_search_remember_recall_s"] = time.monotonic() - started
 
 
@@ -191,6 +193,8 @@ def test_embeddings_on_the_repacked_path_match_the_reference(box: Container, che
                   f"/root/models/{model.name}", "/root/texts.json", timeout=1800).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert result["variant"] == variant, result["system_info"]          # ggml chose it by itself
+    # the Pi 5's variant uses the dot-product instructions, the Pi 4's (Cortex-A72 has none) does not
+    assert ("DOTPROD = 1" in result["system_info"]) == (board == "pi5"), result["system_info"]
     assert result["use_extra_bufts"] is True
     expected = ReferenceBert(checkpoint).embed(texts)
     cosines = (np.asarray(result["vectors"], dtype=np.float32) * expected).sum(axis=1)
