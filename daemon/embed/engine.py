@@ -261,6 +261,9 @@ class EmbedEngine:
         self.contexts, self.threads_per_context = pool_shape(config)
         self.lane_threads = lane_threads(config)
         self.lane_calibration: dict[str, Any] | None = None
+        self.lane_resized = 0            # times the lane's threads were fitted to the CPUs bulk packs leave
+        self._bulk_busy = 0              # bulk packs being encoded right now
+        self._busy_lock = threading.Lock()
         self.omp_wait_policy = ""
         self.openmp: bool | None = None
         self.model: ModelInfo | None = None
@@ -506,7 +509,7 @@ class EmbedEngine:
             "threads_per_context": self.threads_per_context,
             "lane": {"threads": self.lane_threads, "active": self._queue.lane, "batches": self.lane_batches,
                      "texts": self.lane_texts, "gate_waits": self._queue.gate_waits,
-                     "calibration": self.lane_calibration},
+                     "calibration": self.lane_calibration, "resized": self.lane_resized},
             "openmp": self.openmp,
             "omp_wait_policy": self.omp_wait_policy,
             "batch_tokens": self._batch_tokens,
@@ -589,11 +592,22 @@ class EmbedEngine:
             if not is_lane:
                 # Hold back while the lane runs: its threads need the cores this pack would take.
                 self._queue.wait_for_lane()
+            else:
+                self._fit_lane(context)
             sequences = [item.ids for item in batch]
             try:
                 if self._before_encode is not None:
                     self._before_encode(sequences)
-                vectors = context.embed(sequences)
+                if is_lane:
+                    vectors = context.embed(sequences)
+                else:
+                    with self._busy_lock:
+                        self._bulk_busy += 1
+                    try:
+                        vectors = context.embed(sequences)
+                    finally:
+                        with self._busy_lock:
+                            self._bulk_busy -= 1
             except Exception as exc:
                 self.failures += 1
                 log.error("embedding context failed on a pack of %d texts: %r; recreating it", len(batch), exc)
@@ -621,6 +635,16 @@ class EmbedEngine:
             for item, vector in zip(batch, vectors):
                 item.call.deliver(item.index, vector)
         context.close()
+
+    def _fit_lane(self, context: Any) -> None:
+        """Give the lane the CPUs no bulk pack holds. A pack already running keeps its core until it ends (the
+        gate only stops new ones), and ggml's threads spin at every barrier: a lane thread sharing a core with a
+        running pack waits a scheduler time slice per barrier (a query's p99 during a 10 MB ingestion went from
+        ~0.2 s to 0.5-0.6 s with a 2-thread lane; docs/PERFORMANCE_IMPROVEMENTS.md section 12)."""
+        threads = max(1, self.lane_threads - self._bulk_busy)
+        if threads != context.threads:
+            context.set_threads(threads)
+            self.lane_resized += 1
 
     def _recreate(self, context: Any, threads: int | None = None) -> Any:
         try:

@@ -340,3 +340,19 @@ def test_a_configured_lane_is_not_measured(gguf_models) -> None:  # noqa: ANN001
             await engine.close()
 
     asyncio.run(scenario())
+
+
+def test_the_lane_takes_only_the_cpus_bulk_packs_leave() -> None:
+    class Context:
+        threads = 4
+
+        def set_threads(self, threads: int) -> None:
+            self.threads = threads
+
+    engine = EmbedEngine(EmbedConfig(lane=True, lane_threads=4))
+    context = Context()
+    for busy, expected in ((0, 4), (1, 3), (3, 1), (5, 1), (0, 4)):
+        engine._bulk_busy = busy
+        engine._fit_lane(context)
+        assert context.threads == expected
+    assert engine.lane_resized == 3        # 4->3, 3->1, 1->4: no call when the count is already right
