@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -33,7 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return run_command(args)
+    try:
+        return run_command(args)
+    except BrokenPipeError:
+        # `pirag status | head -2`: the reader has what it wanted. Point stdout at /dev/null so that the
+        # interpreter's final flush does not raise again, and exit as a filter does when its reader goes.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
