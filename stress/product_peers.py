@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ def _interpreters() -> list[str]:
 
 
 @dataclass
-class Product:
+class Product(ABC):
     """One MCP product: its pinned distribution, how to start one session, and its store/recall tools."""
 
     name: str
@@ -151,8 +152,9 @@ class Product:
     def prepare_home(self, home: Path, model_dir: Path) -> None:
         """Put the ONNX model where this product looks under ``home``."""
 
+    @abstractmethod
     def command(self, home: Path, data: Path, namespace: str) -> tuple[str, list[str], dict[str, str]]:
-        raise NotImplementedError
+        """The product's MCP server: (program, arguments, environment)."""
 
     def base_env(self, home: Path) -> dict[str, str]:
         """The caller's environment, offline, with a private HOME (thread counts are left at the product's own
@@ -167,18 +169,21 @@ class Product:
     async def setup(self, session: Any, namespace: str) -> None:
         """Anything a namespace needs before the first store (a collection, a project)."""
 
+    @abstractmethod
     def store_call(self, text: str, index: int, namespace: str) -> tuple[str, dict[str, Any]]:
-        raise NotImplementedError
+        """The MCP tool call that stores memory ``index``: (tool, arguments)."""
 
+    @abstractmethod
     def recall_call(self, query: str, k: int, namespace: str) -> tuple[str, dict[str, Any]]:
-        raise NotImplementedError
+        """The MCP tool call that recalls ``k`` memories for ``query``: (tool, arguments)."""
 
     # LoCoMo ingest: turns per store call. 1 = one memory per call, as an agent stores; a product whose tool
     # takes a list and whose single calls are slow gets batches (that only helps it)
     locomo_batch = 1
 
     def store_batch_call(self, texts: list[str], first_index: int, namespace: str) -> tuple[str, dict[str, Any]]:
-        raise NotImplementedError
+        """One call storing several memories; only products with ``locomo_batch > 1`` are asked for it."""
+        raise TypeError(f"{type(self).__name__} stores one memory per call (locomo_batch = 1)")
 
     def result_keys(self, content: str, index: int, namespace: str) -> list[str]:
         """The strings that show memory ``index`` in a recall's text: its content, plain or JSON-escaped."""
