@@ -76,6 +76,9 @@ class EmbedConfig(_Section):
     # remember); bulk contexts pause between packs while it runs (docs/PERFORMANCE_TUNING.md).
     lane: bool = True
     lane_threads: NonNegInt = 0
+    # Added to the bulk contexts' threads' nice value while there is a lane (0: the daemon's own priority), so
+    # that a pack already running yields its core to a query, the event loop and the index worker.
+    bulk_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
 
 
 class StoreConfig(_Section):

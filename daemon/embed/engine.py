@@ -53,7 +53,7 @@ from pirag.client.protocol.embed import EmbedArgs, EmbedResult
 from ..config import EmbedConfig
 from .cache import EmbeddingCache, text_key
 from .fake import ModelInfo
-from .threads import available_cpus, uses_openmp
+from .threads import available_cpus, lower_this_thread, uses_openmp
 from .work_queue import BOTH, BULK, FAST, _Call, _Item, _WorkQueue
 
 log = logging.getLogger("pirag.embed")
@@ -118,6 +118,7 @@ class EmbedEngine:
         self.lane_calibration: dict[str, Any] | None = None
         self.lane_resized = 0            # times the lane's threads were fitted to the CPUs bulk packs leave
         self._bulk_busy = 0              # bulk packs being encoded right now
+        self.bulk_nice = 0               # the bulk threads' nice value (embed.bulk_nice), once they run
         self._busy_lock = threading.Lock()
         self.omp_wait_policy = ""
         self.openmp: bool | None = None
@@ -365,6 +366,7 @@ class EmbedEngine:
             "lane": {"threads": self.lane_threads, "active": self._queue.lane, "batches": self.lane_batches,
                      "texts": self.lane_texts, "gate_waits": self._queue.gate_waits,
                      "calibration": self.lane_calibration, "resized": self.lane_resized},
+            "bulk_nice": self.bulk_nice,
             "openmp": self.openmp,
             "omp_wait_policy": self.omp_wait_policy,
             "batch_tokens": self._batch_tokens,
@@ -436,6 +438,11 @@ class EmbedEngine:
         return batch
 
     def _work(self, context: Any, is_lane: bool = False) -> None:
+        if not is_lane and self._queue.lane:
+            # Bulk packs run at a lower CPU priority: a query's lane thread, the event loop and the index worker
+            # then get a core at once instead of sharing it with a pack that is already running (the gate only
+            # stops new packs), while an otherwise idle machine still gives the packs every cycle.
+            self.bulk_nice = lower_this_thread(self.config.bulk_nice)
         while True:
             batch = self._take_batch(is_lane)
             if batch is None:

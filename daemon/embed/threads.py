@@ -1,6 +1,7 @@
 """How many CPUs the embedding engine may use, and what the loaded llama.cpp build does with threads.
 
 - ``available_cpus()``: the CPU affinity (systemd's ``CPUAffinity=`` counts; ``os.cpu_count()`` would not).
+- ``lower_this_thread(nice)``: the calling thread's CPU priority lowered (the bulk contexts' threads).
 - ``build_info()`` / ``uses_openmp()``: read from ``llama_print_system_info()`` at run time, so one engine is right
   for both builds: ggml with OpenMP (what ``pip install llama-cpp-python`` gives) and without
   (``-DGGML_OPENMP=OFF``: ggml then starts its own threads per graph).
@@ -10,13 +11,38 @@ Imports llama_cpp lazily (only when asked about the build).
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from functools import lru_cache
 
 from ..systemd import cpu_count
 
 
+log = logging.getLogger(__name__)
+
+
 def available_cpus() -> int:
     return cpu_count()
+
+
+def lower_this_thread(nice: int) -> int:
+    """Raise the calling thread's nice value by ``nice``; returns the thread's nice value after (0: unchanged).
+
+    Linux keeps a nice value per thread (``setpriority`` on its thread id), and threads the thread starts later
+    inherit it: ggml's compute threads for a multi-threaded bulk context included. Raising it needs no privilege.
+    Where it is refused (another kernel, a seccomp filter) the thread keeps its priority and says so once."""
+    if nice <= 0:
+        return 0
+    tid = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + nice))
+        return os.getpriority(os.PRIO_PROCESS, tid)
+    except (OSError, AttributeError) as exc:
+        log.warning("cannot lower the priority of embedding thread %d: %s; it runs at the daemon's priority",
+                    tid, exc)
+        return 0
 
 
 @lru_cache(maxsize=1)

@@ -181,16 +181,19 @@ class ChromaHost:
             else:
                 collection.upsert(ids=ids[part], embeddings=matrix[part])
 
-    def op_query(self, name: str, vector: dict[str, Any], k: int,
-                 where: dict[str, Any] | None) -> list[tuple[str, float]]:
+    def op_query_many(self, name: str, vectors: dict[str, Any], k: int,
+                      where: dict[str, Any] | None) -> list[list[tuple[str, float]]]:
+        """Several query vectors in one Chroma call: one hit list each, nearest first."""
+        matrix = unpack_vectors(vectors)
+        matrix = matrix.reshape(-1, matrix.shape[-1])
         collection = self._collection(name, create=False)
         if collection is None or k <= 0:
-            return []
-        result = collection.query(query_embeddings=unpack_vectors(vector).reshape(1, -1), n_results=k,
-                                  where=where, include=["distances"])
-        ids = result["ids"][0] if result["ids"] else []
-        distances = result["distances"][0] if result.get("distances") else [0.0] * len(ids)
-        return [(id_, float(distance)) for id_, distance in zip(ids, distances)]
+            return [[] for _ in range(len(matrix))]
+        result = collection.query(query_embeddings=matrix, n_results=k, where=where, include=["distances"])
+        ids = result["ids"] or [[] for _ in range(len(matrix))]
+        distances = result.get("distances") or [[0.0] * len(row) for row in ids]
+        return [[(id_, float(distance)) for id_, distance in zip(row_ids, row_distances)]
+                for row_ids, row_distances in zip(ids, distances)]
 
     def op_delete(self, name: str, ids: list[str]) -> None:
         collection = self._collection(name, create=False)

@@ -11,7 +11,8 @@ SQLite at any time. The ``vectors`` component owns:
 - **Supervision.** The worker is a fresh interpreter (not a fork: the daemon is threaded) on a socketpair.
   Requests go one at a time, so each timeout (``store.vectors_timeout_s``, plus a per-vector allowance for
   upserts) measures that request alone; large upserts are sent in slices, so queries interleave, and queued
-  queries go before queued writes (``read_first.py``). A worker that dies or overruns its timeout is killed and started
+  queries go before queued writes (``read_first.py``); queries of one collection that wait together are sent as
+  one request (``query_batch.py``). A worker that dies or overruns its timeout is killed and started
   again; the request that found it dead is retried once on the new worker (every op is idempotent), one that
   overran is answered ``unavailable``. After an unplanned restart every collection ``ensure`` has seen is
   checked again against SQLite in the background and rebuilt if it disagrees. With ``store.
@@ -47,6 +48,7 @@ from pirag.client.errors import Unavailable
 
 from ..config import Config
 from . import vector_worker as wire
+from .query_batch import QueryBatcher
 from .read_first import ReadFirstLock
 from .storage import StorageCondition, StorageError, make_storage_error
 
@@ -67,7 +69,7 @@ UPSERT_SLICE = 1000             # vectors per upsert request: queries queued mea
 # deletion), its owner rebuilds it from SQLite (``compaction_due``): an index holds at most about twice its live
 # vectors, or its live vectors plus 1,000 deleted ones (~1.7 MB at 384 dims).
 COMPACT_MIN_DELETED = 1000
-READ_OPS = frozenset({"query", "count", "check", "list"})   # served before queued writes (read_first.py)
+READ_OPS = frozenset({"query_many", "count", "check", "list"})   # served before queued writes (read_first.py)
 START_TIMEOUT_S = 60.0          # a fresh interpreter importing chromadb on a loaded Pi
 RESTART_BACKOFF_S = (0.0, 0.5, 2.0, 5.0)   # successive restarts within RESTART_WINDOW_S wait longer
 RESTART_WINDOW_S = 60.0
@@ -137,6 +139,7 @@ class VectorIndex:
         self.storage = StorageCondition(config.state_path)
         self._worker: _Worker | None = None
         self._lock = ReadFirstLock()   # one request at a time; queries before queued writes
+        self._queries = QueryBatcher(lambda take: self._call("query_many", take), wire.pack_vectors)
         self._request_ids = 0
         self._running = False
         self._max_batch = wire.DEFAULT_MAX_BATCH
@@ -190,7 +193,7 @@ class VectorIndex:
         alive = worker is not None and worker.process.poll() is None
         return {"backend": self.backend, "calls": self.calls, "errors": self.errors, "rebuilds": self.rebuilds,
                 "compactions": self.compactions, "deleted_since_build": sum(self.deleted.values()),
-                "writes_overtaken": self._lock.overtaken,
+                "writes_overtaken": self._lock.overtaken, "query_batches": self._queries.stats(),
                 "set_aside": self.set_aside, "max_batch": self._max_batch,
                 "segment_dirs_removed": self._worker_info.get("dirs_removed", 0),
                 "reopens_after_drop": self._worker_info.get("reopens", 0),
@@ -232,9 +235,9 @@ class VectorIndex:
 
     async def query(self, collection: str, vector: np.ndarray, k: int,
                     where: dict[str, Any] | None = None) -> list[tuple[str, float]]:
-        """The ``k`` nearest ids with their cosine distances (0 = same direction), nearest first."""
-        found = await self._call("query", {"name": collection, "vector": wire.pack_vectors(vector),
-                                           "k": int(k), "where": where})
+        """The ``k`` nearest ids with their cosine distances (0 = same direction), nearest first. Queries of one
+        collection and filter waiting for the worker together share one request (``query_batch.py``)."""
+        found = await self._queries.query(collection, vector, k, where)
         return [(id_, float(distance)) for id_, distance in found]
 
     async def delete(self, collection: str, ids: Sequence[str]) -> None:
@@ -346,7 +349,8 @@ class VectorIndex:
 
     # -- requests -------------------------------------------------------------------------------------------
 
-    async def _call(self, op: str, args: dict[str, Any], extra_s: float = 0.0) -> Any:
+    async def _call(self, op: str, args: dict[str, Any] | Callable[[], dict[str, Any]], extra_s: float = 0.0) -> Any:
+        """One request to the worker; ``args`` may be a function, called once the worker is free."""
         if not self._running:
             raise Unavailable("the vector index is not running")
         self.calls += 1
@@ -356,6 +360,8 @@ class VectorIndex:
         try:
             async with self._lock.hold(read=op in READ_OPS):
                 granted = time.perf_counter()
+                if callable(args):
+                    args = args()
                 times[0] += 1
                 times[1] += granted - queued
                 try:

@@ -270,6 +270,37 @@ def test_a_small_bulk_call_never_takes_the_latency_lane(gguf_models) -> None:  #
     asyncio.run(scenario())
 
 
+def test_bulk_contexts_run_at_a_lower_priority_than_the_lane(gguf_models) -> None:  # noqa: ANN001
+    """A running bulk pack must yield its core to a query: the bulk threads' nice value is raised, the lane's
+    and the daemon's are not; without a lane (the bulk threads embed the queries too) nothing is lowered."""
+    import os
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+
+    async def scenario(lane: bool, bulk_nice: int) -> dict[str, int]:
+        engine = await _started(gguf_models["q8_0"], lane=lane, lane_threads=1, cache_entries=0,
+                                bulk_nice=bulk_nice)
+        try:
+            seen: dict[str, int] = {}
+
+            def record(sequences: list[list[int]]) -> None:   # each worker thread reports its own nice value
+                seen[threading.current_thread().name] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+            engine._before_encode = record
+            await engine.embed(docstring_texts(6), bulk=True)
+            await engine.embed(["a lone query"])
+            assert engine.stats()["bulk_nice"] == (min(19, base + bulk_nice) if lane and bulk_nice else 0)
+            return seen
+        finally:
+            await engine.close()
+
+    with_lane = asyncio.run(scenario(True, 10))
+    assert with_lane == {"pirag-embed-0": min(19, base + 10), "pirag-embed-lane": base}
+    assert asyncio.run(scenario(False, 10)) == {"pirag-embed-0": base}
+    assert asyncio.run(scenario(True, 0))["pirag-embed-0"] == base
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base    # the calling thread (the daemon's loop) is untouched
+
+
 def test_a_lost_lane_hands_small_calls_to_the_bulk_contexts(gguf_models) -> None:  # noqa: ANN001
     async def scenario() -> None:
         engine = await _started(gguf_models["q8_0"], lane=True, lane_threads=2, cache_entries=0)

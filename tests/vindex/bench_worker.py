@@ -52,7 +52,7 @@ class InProcess:
         await self._run(self.host.op_upsert, name, ids, wire.pack_vectors(vectors), None)
 
     async def query(self, name: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
-        return await self._run(self.host.op_query, name, wire.pack_vectors(vector), k, None)
+        return (await self._run(self.host.op_query_many, name, wire.pack_vectors(vector[None, :]), k, None))[0]
 
 
 def percentile(values: list[float], q: float) -> float:
