@@ -117,6 +117,7 @@ class DocumentService:
     def stats(self) -> dict[str, Any]:
         running = sorted(self._running_jobs)
         return {"projects": len(self.projects), "query_cache": self.cache.stats(), "searches": self.searches,
+                "phases_ms": self.searcher.phases.stats(),
                 "jobs_queued": len(self._jobs), "job_running": running[0] if running else None,
                 "jobs_running": running,
                 "batch_size": self.ingestor.batch_size, "index_health": dict(self.health),

@@ -47,7 +47,7 @@ from ..store.sqlite_pool import Database
 from ..timerange import TimeRange, parse_time_range, zone_from_config
 from .episodes import Episodes
 from .recall import RecallCache, VectorSide
-from .retrieval import KEYWORD_SCORED, WEIGHTS, Completed, Scored, retrieve, similarities
+from .retrieval import KEYWORD_SCORED, WEIGHTS, Completed, Phases, Scored, retrieve, similarities
 
 log = logging.getLogger("pirag.memory")
 
@@ -66,6 +66,7 @@ class MemoryService:
         self.embed = embed
         self.vectors = vectors
         self.clock = clock
+        self.phases = {"facts": Phases(), "episodes": Phases()}     # recall's and recall_episodes' steps
         self.zone = zone_from_config(config.memory.timezone)
         db.register_migrations("memory", MEMORY_MIGRATIONS)
         self.fact_vectors = VectorSide("facts", fact_rows, db, vectors)
@@ -113,7 +114,8 @@ class MemoryService:
                 "index_errors": self.fact_vectors.index_errors + self.episodes.vectors.index_errors,
                 "index_stale_discarded": self.fact_vectors.stale_discarded + self.episodes.vectors.stale_discarded,
                 "fact_collections_ready": len(self.fact_vectors.ready),
-                "timezone": str(self.zone), **self.episodes.stats()}
+                "timezone": str(self.zone), **self.episodes.stats(),
+                "phases_ms": {kind: phases.stats() for kind, phases in self.phases.items()}}
 
     def handlers(self) -> dict[str, Any]:
         return {
@@ -479,5 +481,5 @@ async def hybrid(memory: MemoryService, side: VectorSide, rows: Any, query: str,
     ranked, completed = await retrieve(
         memory.db, mode, fetch, query, embed_query, vector_side,
         lambda conn: rows.keyword_search(conn, query, where, fetch * KEYWORD_SCORED), complete,
-        lambda row: row.content, WEIGHTS[side.kind])
+        lambda row: row.content, WEIGHTS[side.kind], memory.phases[side.kind])
     return [(completed.rows[item.key], item) for item in ranked[:k]]

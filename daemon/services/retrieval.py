@@ -27,6 +27,8 @@ docs/RETRIEVAL.md gives the figures behind every choice.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
@@ -56,6 +58,31 @@ WEIGHTS: dict[str, Weights] = {
     "facts": Weights(vector=0.5),
     "episodes": Weights(vector=0.5),
 }
+
+
+class Phases:
+    """Where one service's recent queries spent their time, per step of ``retrieve`` (``status``: ``phases_ms``).
+
+    ``embed``: the query's embedding (0 when cached); ``vector``: the index query after it; ``keyword``: from the
+    embedding's end until the keyword side was ready (it runs beside the vector query); ``complete``: the
+    completing read; ``fuse``: fusion and the phrase check. p50 and p90 over the last ``window`` queries."""
+
+    STEPS = ("embed", "vector", "keyword", "complete", "fuse")
+
+    def __init__(self, window: int = 512):
+        self._seconds = {step: deque(maxlen=window) for step in self.STEPS}
+
+    def add(self, step: str, seconds: float) -> None:
+        self._seconds[step].append(seconds)
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        figures = {}
+        for step, values in self._seconds.items():
+            if values:
+                ordered = sorted(values)
+                figures[step] = {"p50": round(ordered[len(ordered) // 2] * 1000, 3),
+                                 "p90": round(ordered[min(len(ordered) - 1, len(ordered) * 9 // 10)] * 1000, 3)}
+        return figures
 
 
 @dataclass(slots=True)
@@ -114,38 +141,51 @@ async def retrieve(db: Any, mode: str, fetch: int, query: str,
                    vector_side: Callable[[np.ndarray], Awaitable[list[tuple[Any, float]]]],
                    keyword_side: Callable[[Any], list[tuple[Any, float]]],
                    complete: Callable[[Any, list[Any], Any, set[Any]], Completed[Any]],
-                   text_of: Callable[[Any], str], weights: Weights) -> tuple[list[Scored], Completed[Any]]:
+                   text_of: Callable[[Any], str], weights: Weights,
+                   phases: Phases | None = None) -> tuple[list[Scored], Completed[Any]]:
     """Steps 1-3 for one query. ``embed_query()`` gives the query's vector, ``vector_side(vector)`` its hits;
     ``keyword_side(conn)`` returns (key, BM25) best first, up to ``KEYWORD_SCORED * fetch`` of them: the first
     ``fetch`` are candidates, the rest only lend their BM25 to vector candidates (ranking them cost FTS5 nothing
     more: it scores every match to order them). ``complete(conn, pool, query vector, keys without a similarity)``
-    runs on a reader; ``text_of(row)`` is the text the phrase is looked for in.
+    runs on a reader; ``text_of(row)`` is the text the phrase is looked for in; ``phases`` records each step's
+    time.
 
     The keyword side starts once the query is embedded, beside the vector query: the embedding's latency lane
     runs on every CPU, and a reader thread competing with it for a core made the embedding 30-50% slower on 2
     cores, more than running the two sides at once saved (docs/PERFORMANCE_IMPROVEMENTS.md). The vector query
     itself runs in the index worker's process, so the keyword side has a core meanwhile."""
+    began = time.perf_counter()
     query_vector = await embed_query() if mode != "keyword" else None
+    embedded = time.perf_counter()
     keyword = asyncio.ensure_future(db.read(keyword_side)) if mode != "vector" else None
     try:
         vector_hits = await vector_side(query_vector) if query_vector is not None else []
+        searched = time.perf_counter()
         scored_keywords: list[tuple[Any, float]] = await keyword if keyword is not None else []
     except BaseException:
         if keyword is not None:
             keyword.cancel()
         raise
+    keyworded = time.perf_counter()
     keyword_hits = scored_keywords[:fetch]
     with_similarity = {key for key, _ in vector_hits}
     pool = list(dict.fromkeys([*with_similarity, *(key for key, _ in keyword_hits)]))
     missing = {key for key in pool if key not in with_similarity} if query_vector is not None else set()
     completed = await db.read(lambda conn: complete(conn, pool, query_vector, missing))
+    completed_at = time.perf_counter()
     # A vector candidate below the widest keyword list (or matching no word) counts as BM25 0: its true BM25 is
     # at most that list's last, a small share of the best.
     completed.bm25 = dict(scored_keywords)
     pattern = phrase_pattern(query) if mode == "hybrid" else None
     if pattern is not None:
         completed.phrase = {key for key, row in completed.rows.items() if pattern.search(text_of(row))}
-    return fuse(vector_hits, keyword_hits, completed, weights, mode), completed
+    ranked = fuse(vector_hits, keyword_hits, completed, weights, mode)
+    if phases is not None:
+        for step, seconds in (("embed", embedded - began), ("vector", searched - embedded),
+                              ("keyword", keyworded - embedded), ("complete", completed_at - keyworded),
+                              ("fuse", time.perf_counter() - completed_at)):
+            phases.add(step, seconds)
+    return ranked, completed
 
 
 SECOND_CHUNK = 0.5   # share of a file's second-best chunk added to its best when results are grouped by file

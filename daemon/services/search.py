@@ -31,7 +31,7 @@ from pirag.client.protocol.documents import SearchArgs, SearchHit, SearchResult
 
 from ..store import documents as rows
 from ..store import fts
-from .retrieval import KEYWORD_SCORED, WEIGHTS, Completed, by_source, retrieve, similarities, within_budget
+from .retrieval import KEYWORD_SCORED, WEIGHTS, Completed, Phases, by_source, retrieve, similarities, within_budget
 from .walk import match_glob
 
 EXACT_LIMIT = 20_000       # filtered sets up to this size are scored exactly from SQLite's vectors
@@ -56,6 +56,7 @@ class Searcher:
         self.db = db
         self.vectors = vectors
         self.embed = embed
+        self.phases = Phases()
 
     async def search(self, args: SearchArgs, projects: Sequence[rows.ProjectRow], k: int,
                      per_file: int = 0) -> SearchResult:
@@ -82,7 +83,7 @@ class Searcher:
         ranked, completed = await retrieve(
             self.db, args.mode, candidates, args.query, embed_query, vector_side,
             lambda conn: self._keyword_ranks(conn, args, project_ids, candidates * KEYWORD_SCORED, filtered),
-            complete, lambda row: row[3], WEIGHTS["chunks"])
+            complete, lambda row: row[3], WEIGHTS["chunks"], self.phases)
         # one file's chunks may not crowd the others out of the top k (the file is (project, source))
         ranked = by_source(ranked, lambda item: completed.rows[item.key][:2], per_file)[:k]
         names = {project.id: project.name for project in projects}

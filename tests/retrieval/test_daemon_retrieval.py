@@ -101,3 +101,22 @@ def test_a_file_is_found_by_its_path_and_one_file_does_not_crowd_the_others_out(
         assert not client.search("decode the frame", "ret-files", k=5, per_file=0).cached
         assert not client.search("decode the frame", "ret-files", k=5, mode="vector").cached
         client.drop_project("ret-files")
+
+
+def test_status_shows_where_each_kind_of_query_spent_its_time(real_daemon: DaemonHandle) -> None:
+    """Every query through the core records its steps; status gives their p50/p90 per service and kind."""
+    with real_daemon.client(timeout=300) as client:
+        client.ingest("ret-phases", documents=[DocumentIn(source=s, text=t) for s, t in FILLER], wait=True)
+        client.remember("the retry helper backs off exponentially", project="ret-phases")
+        for n in range(3):
+            client.search(f"retry with backoff {n}", "ret-phases", k=3, use_cache=False)
+            client.recall(f"how does retry back off {n}", project="ret-phases")
+        components = client.status().components
+        steps = {"embed", "vector", "keyword", "complete", "fuse"}
+        search = components["documents"]["phases_ms"]
+        facts = components["memory"]["phases_ms"]["facts"]
+        for phases in (search, facts):
+            assert set(phases) == steps, phases
+            assert all(0 <= phases[step]["p50"] <= phases[step]["p90"] for step in steps), phases
+            assert phases["embed"]["p90"] > 0            # fresh queries were embedded
+        client.drop_project("ret-phases")
