@@ -42,6 +42,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from .. import memtrim
+
 log = logging.getLogger("pirag.vector_worker")
 
 HEADER = struct.Struct(">I")
@@ -104,6 +106,11 @@ class ChromaHost:
         self.dirs_removed = 0
         self.reopens = 0
         self.set_aside_dirs = 0
+        # glibc keeps what Chroma frees (a compaction drops a whole collection) in its malloc arenas: trimmed
+        # between two requests every trim_interval_s (server.malloc_trim_interval_s), as the daemon does
+        self.trim_interval_s = float(settings.get("trim_interval_s", 0.0))
+        self.trims = 0
+        self._last_trim = time.monotonic()
 
     # lifecycle
 
@@ -140,7 +147,16 @@ class ChromaHost:
 
     def info(self) -> dict[str, Any]:
         return {"max_batch": self.max_batch, "pid": os.getpid(), "dirs_removed": self.dirs_removed,
-                "reopens": self.reopens, "set_aside_dirs": self.set_aside_dirs}
+                "reopens": self.reopens, "set_aside_dirs": self.set_aside_dirs, "trims": self.trims}
+
+    def maybe_trim(self) -> None:
+        """Between two requests (the daemon waits for none meanwhile): ``malloc_trim(0)`` once the interval
+        has passed since the last one. A few milliseconds."""
+        if self.trim_interval_s <= 0 or time.monotonic() - self._last_trim < self.trim_interval_s:
+            return
+        self._last_trim = time.monotonic()
+        if memtrim.trim():
+            self.trims += 1
 
     def close(self) -> None:
         self.collections.clear()
@@ -366,6 +382,7 @@ def serve(sock: socket.socket, host: ChromaHost) -> None:
                 log.warning("%s failed: %s: %s", op, type(exc).__name__, exc)
             reply = {"id": request_id, "error": {"kind": kind, "type": type(exc).__name__, "message": str(exc)}}
         sock.sendall(encode_frame(reply))
+        host.maybe_trim()
 
 
 def _die_with_parent() -> None:

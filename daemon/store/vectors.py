@@ -197,6 +197,7 @@ class VectorIndex:
                 "set_aside": self.set_aside, "max_batch": self._max_batch,
                 "segment_dirs_removed": self._worker_info.get("dirs_removed", 0),
                 "reopens_after_drop": self._worker_info.get("reopens", 0),
+                "worker_malloc_trims": self._worker_info.get("trims", 0),
                 "worker": {"pid": worker.pid if alive and worker else None, "alive": alive,
                            "rss_bytes": worker.rss_bytes() if alive and worker else 0,
                            "restarts": self.restarts, "rss_restarts": self.rss_restarts, "timeouts": self.timeouts,
@@ -434,7 +435,8 @@ class VectorIndex:
     def _settings(self) -> str:
         store = self.config.store
         return json.dumps({"backend": self.backend, "path": str(self.path), "host": store.chroma_host,
-                           "port": store.chroma_port})
+                           "port": store.chroma_port,
+                           "trim_interval_s": self.config.server.malloc_trim_interval_s})
 
     async def _spawn(self) -> None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

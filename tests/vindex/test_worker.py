@@ -196,3 +196,33 @@ def test_healthy_hnsw_files_pass_the_check_at_every_size(tmp_path):
         assert hnsw_problems(data)
 
     run(scenario)
+
+
+def test_the_worker_gives_freed_memory_back_between_requests(tmp_path):
+    """The worker calls malloc_trim(0) between two requests once server.malloc_trim_interval_s has passed
+    (a compaction frees a whole collection inside Chroma); the count comes back with the worker's info."""
+    from pirag.daemon import memtrim
+
+    if not memtrim.available:
+        pytest.skip("this C library has no malloc_trim")
+    config = make_config(tmp_path, server={"malloc_trim_interval_s": 0.2})
+
+    async def scenario():
+        async with running(config) as index:
+            for round_number in range(4):
+                name = f"c{round_number}-docs"
+                await index.upsert(name, [str(i) for i in range(500)], unit_vectors(500, seed=round_number))
+                await asyncio.sleep(0.25)
+                await index.drop(name)                 # each drop also refreshes the worker's info
+            assert index.stats()["worker_malloc_trims"] >= 2, index.stats()
+
+    run(scenario)
+
+    async def disabled():
+        async with running(make_config(tmp_path / "off", server={"malloc_trim_interval_s": 0.0})) as index:
+            await index.upsert("c-docs", ["a"], unit_vectors(1))
+            await asyncio.sleep(0.25)
+            await index.drop("c-docs")
+            assert index.stats()["worker_malloc_trims"] == 0
+
+    run(disabled)
