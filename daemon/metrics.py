@@ -8,6 +8,11 @@ from collections import Counter, deque
 RECENT_TICKS = 40    # the loop ticks every 0.25 s: the last ~10 s
 
 
+def quantile_ms(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of sorted seconds, in milliseconds (nearest rank below)."""
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000, 3)
+
+
 class LagSampler:
     """The loop's lag: how late a periodic tick wakes up. A blocked loop shows as a large lag."""
 
@@ -23,10 +28,10 @@ class LagSampler:
         ordered = sorted(self._samples)
         recent = sorted(list(self._samples)[-RECENT_TICKS:])
         return {
-            "p50_ms": round(ordered[len(ordered) // 2] * 1000, 3),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 3),
+            "p50_ms": quantile_ms(ordered, 0.5),
+            "p99_ms": quantile_ms(ordered, 0.99),
             "samples": len(ordered),
-            "recent_p99_ms": round(recent[min(len(recent) - 1, int(len(recent) * 0.99))] * 1000, 3),
+            "recent_p99_ms": quantile_ms(recent, 0.99),
             "max_ms": round(ordered[-1] * 1000, 3),
         }
 

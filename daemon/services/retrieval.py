@@ -35,6 +35,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from ..metrics import quantile_ms
 from ..store.fts import phrase_pattern
 
 Key = TypeVar("Key", bound=Hashable)
@@ -80,8 +81,7 @@ class Phases:
         for step, values in self._seconds.items():
             if values:
                 ordered = sorted(values)
-                figures[step] = {"p50": round(ordered[len(ordered) // 2] * 1000, 3),
-                                 "p90": round(ordered[min(len(ordered) - 1, len(ordered) * 9 // 10)] * 1000, 3)}
+                figures[step] = {"p50": quantile_ms(ordered, 0.5), "p90": quantile_ms(ordered, 0.9)}
         return figures
 
 
