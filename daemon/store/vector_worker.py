@@ -13,8 +13,9 @@ This module owns both ends of the worker's wire and the worker's side of it:
   the supervisor turns them into the client's error classes with the directory and its free bytes.
 - **The Chroma client.** An embedded ``PersistentClient`` at the given path (``chroma``) or an ``HttpClient``
   (``chroma-http``); a directory that cannot be opened is moved aside (``chroma.broken-<time>``) and started
-  afresh; segment directories of deleted collections are removed (chroma-core/chroma#5259); after a drop the
-  client is reopened to release the dropped collection's HNSW files (chroma-core/chroma#3296).
+  afresh; segment directories of deleted collections are removed (chroma-core/chroma#5259). After a drop the
+  supervisor replaces this process: only a process exit gives back what Chroma keeps of a dropped collection
+  (chroma-core/chroma#3296).
 
 Started as ``python -m pirag.daemon.store.vector_worker --fd N --settings JSON`` (a fresh interpreter: the
 daemon is threaded, so fork is not an option). It exits when the socket closes or its parent dies.
@@ -104,7 +105,6 @@ class ChromaHost:
         self.collections: dict[str, Any] = {}
         self.max_batch = DEFAULT_MAX_BATCH
         self.dirs_removed = 0
-        self.reopens = 0
         self.set_aside_dirs = 0
         # glibc keeps what Chroma frees (a compaction drops a whole collection) in its malloc arenas: trimmed
         # between two requests every trim_interval_s (server.malloc_trim_interval_s), as the daemon does
@@ -147,7 +147,7 @@ class ChromaHost:
 
     def info(self) -> dict[str, Any]:
         return {"max_batch": self.max_batch, "pid": os.getpid(), "dirs_removed": self.dirs_removed,
-                "reopens": self.reopens, "set_aside_dirs": self.set_aside_dirs, "trims": self.trims}
+                "set_aside_dirs": self.set_aside_dirs, "trims": self.trims}
 
     def maybe_trim(self) -> None:
         """Between two requests (the daemon waits for none meanwhile): ``malloc_trim(0)`` once the interval
@@ -223,20 +223,16 @@ class ChromaHost:
         return 0 if collection is None else int(collection.count())
 
     def op_drop(self, name: str) -> dict[str, Any]:
+        """Delete the collection. Chroma's embedded (Rust) frontend keeps a deleted collection's HNSW files open,
+        and its memory, with no eviction API (chroma-core/chroma#3296, #3336), and closing and re-opening the
+        client gave the descriptors back but not the memory: the supervisor replaces this process after a drop,
+        and its successor's ``open`` removes the segment directory (chroma-core/chroma#5259)."""
         self.collections.pop(name, None)
         try:
             self.client.delete_collection(name)
         except Exception as exc:
             if error_kind(exc) != "not_found":
                 raise
-        if self.backend == "chroma":
-            # Chroma's embedded (Rust) frontend keeps a deleted collection's HNSW files open in a cache with
-            # no eviction API (chroma-core/chroma#3296, #3336): about 4 descriptors and the index memory per
-            # dropped collection, until the process ends. Closing and re-opening the client releases them;
-            # the other collections reload lazily on their next query.
-            self.close()
-            self.open()  # also removes the dropped collection's segment directory (chroma-core/chroma#5259)
-            self.reopens += 1
         return self.info()
 
     def op_check(self, name: str) -> list[str]:
@@ -406,6 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     from ..log import setup_logging
 
     setup_logging(options.log_level)
+    # Imported before the first request: a worker started to replace a running one (``VectorIndex._recycle``)
+    # does its slow part while the old one still serves.
+    import chromadb  # noqa: F401
+
     sock = socket.socket(fileno=options.fd)
     host = ChromaHost(json.loads(options.settings))
     try:

@@ -15,8 +15,10 @@ SQLite at any time. The ``vectors`` component owns:
   one request (``query_batch.py``). A worker that dies or overruns its timeout is killed and started
   again; the request that found it dead is retried once on the new worker (every op is idempotent), one that
   overran is answered ``unavailable``. After an unplanned restart every collection ``ensure`` has seen is
-  checked again against SQLite in the background and rebuilt if it disagrees. With ``store.
-  vectors_worker_max_rss_mb`` set, a worker whose RSS passes it is replaced between two requests.
+  checked again against SQLite in the background and rebuilt if it disagrees. A healthy worker is *recycled*
+  (a fresh process started first, then swapped in between two requests) after each collection drop of the
+  embedded backend, whose Rust side keeps a dropped collection's memory, and, with ``store.
+  vectors_worker_max_rss_mb`` set, once its RSS passes it.
 - **Names.** ``collection_name(project, kind)`` maps free-text project names to valid, collision-free Chroma
   names (3-512 chars of ``[a-zA-Z0-9._-]``, alphanumeric at both ends): a readable slug plus a hash.
 - **Health.** ``ensure(collection, expected, load)`` compares the collection with SQLite's count; a collection
@@ -69,7 +71,7 @@ UPSERT_SLICE = 1000             # vectors per upsert request: queries queued mea
 # deletion), its owner rebuilds it from SQLite (``compaction_due``): an index holds at most about twice its live
 # vectors, or its live vectors plus 1,000 deleted ones (~1.7 MB at 384 dims).
 COMPACT_MIN_DELETED = 1000
-READ_OPS = frozenset({"query_many", "count", "check", "list"})   # served before queued writes (read_first.py)
+READ_OPS = frozenset({"query_many", "count", "check", "list", "info"})   # served before queued writes (read_first.py)
 START_TIMEOUT_S = 60.0          # a fresh interpreter importing chromadb on a loaded Pi
 RESTART_BACKOFF_S = (0.0, 0.5, 2.0, 5.0)   # successive restarts within RESTART_WINDOW_S wait longer
 RESTART_WINDOW_S = 60.0
@@ -150,6 +152,10 @@ class VectorIndex:
         self._worker_info: dict[str, Any] = {}
         self.restarts = 0
         self.rss_restarts = 0
+        self.recycles = 0                          # planned replacements: after a drop, over max RSS
+        self.recycle_ms = 0.0                      # how long the last one held requests up
+        self._recycling = asyncio.Lock()
+        self._reaping: set[asyncio.Future[None]] = set()   # recycled workers' exits, waited for in the background
         self.timeouts = 0
         self.last_error = ""
         self.last_error_at: float | None = None
@@ -187,6 +193,7 @@ class VectorIndex:
             await asyncio.gather(self._recovery, return_exceptions=True)
         async with self._lock.hold():
             await self._stop_worker(graceful=True)
+        await asyncio.gather(*self._reaping, return_exceptions=True)
 
     def stats(self) -> dict[str, Any]:
         worker = self._worker
@@ -196,11 +203,12 @@ class VectorIndex:
                 "writes_overtaken": self._lock.overtaken, "query_batches": self._queries.stats(),
                 "set_aside": self.set_aside, "max_batch": self._max_batch,
                 "segment_dirs_removed": self._worker_info.get("dirs_removed", 0),
-                "reopens_after_drop": self._worker_info.get("reopens", 0),
                 "worker_malloc_trims": self._worker_info.get("trims", 0),
                 "worker": {"pid": worker.pid if alive and worker else None, "alive": alive,
                            "rss_bytes": worker.rss_bytes() if alive and worker else 0,
-                           "restarts": self.restarts, "rss_restarts": self.rss_restarts, "timeouts": self.timeouts,
+                           "restarts": self.restarts, "rss_restarts": self.rss_restarts,
+                           "recycles": self.recycles, "last_recycle_ms": round(self.recycle_ms, 1),
+                           "timeouts": self.timeouts,
                            "last_error": self.last_error, "last_error_at": self.last_error_at,
                            "max_rss_mb": self.config.store.vectors_worker_max_rss_mb,
                            "timeout_s": self.config.store.vectors_timeout_s},
@@ -261,9 +269,17 @@ class VectorIndex:
         return written
 
     async def drop(self, collection: str) -> None:
-        """Delete the collection and its directory on disk; a missing collection is not an error."""
+        """Delete the collection and its directory on disk; a missing collection is not an error.
+
+        The embedded backend's worker is then replaced by a fresh process: Chroma's Rust frontend keeps a
+        dropped collection's HNSW files and memory (chroma-core/chroma#3296, #3336), and re-opening the client in
+        the same process gave the descriptors back but not the memory (measured 2026-12-02: the worker grew in
+        steps of ~8 MB with each compaction, 124 -> 306 MB in an hour of `pirag-stress memory-leaks`)."""
+        worker = self._worker
         self._worker_info = await self._call("drop", {"name": collection})
         self.deleted.pop(collection, None)
+        if self.backend == "chroma" and worker is not None and self._running:
+            await self._recycle(worker)
 
     async def count(self, collection: str) -> int:
         return int(await self._call("count", {"name": collection}))
@@ -343,6 +359,11 @@ class VectorIndex:
 
     async def list_collections(self) -> list[str]:
         return list(await self._call("list", {}))
+
+    async def refresh_worker_info(self) -> dict[str, Any]:
+        """The worker's own counters (trims, directories removed), fetched now rather than at the last drop."""
+        self._worker_info = await self._call("info", {})
+        return self._worker_info
 
     @property
     def max_batch(self) -> int:
@@ -425,6 +446,16 @@ class VectorIndex:
                                      f"{error.get('type')}: {error.get('message')}", f"vector index {op}")
         raise WorkerFailed(kind, str(error.get("type")), str(error.get("message")))
 
+    async def _greet(self, worker: _Worker) -> None:
+        """An ``info`` request to a worker that is not the current one (yet): it answers once it is up."""
+        worker.writer.write(wire.encode_frame({"id": 0, "op": "info", "args": {}}))
+        try:
+            reply = await asyncio.wait_for(self._read_reply(worker), START_TIMEOUT_S)
+        except (asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            raise Unavailable(f"a new vector index worker did not start: {type(exc).__name__}: {exc}") from exc
+        if reply.get("id") != 0 or "error" in reply:
+            raise Unavailable(f"a new vector index worker answered {reply!r}")
+
     @staticmethod
     async def _read_reply(worker: _Worker) -> dict[str, Any]:
         (length,) = wire.HEADER.unpack(await worker.reader.readexactly(wire.HEADER.size))
@@ -439,6 +470,10 @@ class VectorIndex:
                            "trim_interval_s": self.config.server.malloc_trim_interval_s})
 
     async def _spawn(self) -> None:
+        await self._open(await self._launch())
+
+    async def _launch(self) -> _Worker:
+        """Start a worker process; it imports chromadb at once and waits for its ``open`` request."""
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             process = subprocess.Popen(
@@ -451,7 +486,11 @@ class VectorIndex:
         finally:
             child_end.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent_end, limit=wire.MAX_FRAME)
-        self._worker = _Worker(process, reader, writer)
+        return _Worker(process, reader, writer)
+
+    async def _open(self, worker: _Worker) -> None:
+        """Make ``worker`` the current one and open its Chroma client (under the lock, or before any request)."""
+        self._worker = worker
         try:
             info = await self._request("open", {}, START_TIMEOUT_S + self.config.store.vectors_timeout_s,
                                        respawn=False)
@@ -464,19 +503,33 @@ class VectorIndex:
         self._worker_info = info
         self._max_batch = int(info.get("max_batch", wire.DEFAULT_MAX_BATCH))
 
-    async def _stop_worker(self, graceful: bool) -> None:
+    async def _stop_worker(self, graceful: bool, wait: bool = True) -> None:
+        """Stop the current worker: a clean close of its client first when ``graceful`` (killed if that does not
+        answer), then its exit is waited for, here or (``wait=False``: a recycle, whose successor may open the
+        directory as soon as the client is closed) in the background."""
         worker, self._worker = self._worker, None
         if worker is None:
             return
+        closed = False
         if graceful and worker.process.poll() is None:
             try:
                 worker.writer.write(wire.encode_frame({"id": 0, "op": "close", "args": {}}))
                 await asyncio.wait_for(self._read_reply(worker), 10.0)
+                closed = True
             except (asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError, OSError):
                 log.warning("vectors: the worker (pid %d) did not close in time; killing it", worker.pid)
-        if worker.process.poll() is None and not graceful:
+        if not closed and worker.process.poll() is None:
             worker.process.kill()
         worker.writer.close()
+        if wait:
+            await self._reap(worker)
+        else:
+            task = asyncio.ensure_future(self._reap(worker))
+            self._reaping.add(task)
+            task.add_done_callback(self._reaping.discard)
+
+    @staticmethod
+    async def _reap(worker: _Worker) -> None:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(None, worker.process.wait, 10.0)
@@ -505,14 +558,39 @@ class VectorIndex:
         rss = worker.rss_bytes()
         if rss <= limit_mb << 20:
             return
-        async with self._lock.hold():
-            if self._worker is not worker:
-                return
-            log.warning("vectors: the worker's RSS is %d MiB, over store.vectors_worker_max_rss_mb = %d; "
-                        "replacing it", rss >> 20, limit_mb)
+        log.warning("vectors: the worker's RSS is %d MiB, over store.vectors_worker_max_rss_mb = %d; "
+                    "replacing it", rss >> 20, limit_mb)
+        if await self._recycle(worker):
             self.rss_restarts += 1
-            await self._stop_worker(graceful=True)  # a clean close: Chroma flushes, nothing to re-check
-            await self._spawn()
+
+    async def _recycle(self, worker: _Worker) -> bool:
+        """Replace a healthy ``worker`` by a fresh process; False when it was replaced meanwhile.
+
+        The new process is started (and imports chromadb, the second or so a start costs) while the old one
+        still serves; only the old one's clean close and the new one's ``open`` hold requests up. Nothing is
+        re-checked: the old worker answered every request it was sent and closed its client."""
+        async with self._recycling:
+            if self._worker is not worker:
+                return False
+            fresh = await self._launch()
+            try:
+                # Answered once the new process has imported chromadb: until then the old one serves.
+                await self._greet(fresh)
+                async with self._lock.hold():
+                    if self._worker is not worker:
+                        return False
+                    started = time.perf_counter()
+                    await self._stop_worker(graceful=True, wait=False)
+                    spare, fresh = fresh, None
+                    await self._open(spare)     # on failure it stops the new worker: the next request respawns
+                    self.recycles += 1
+                    self.recycle_ms = (time.perf_counter() - started) * 1000
+                    return True
+            finally:
+                if fresh is not None:   # not used: the old worker was replaced meanwhile, or open failed
+                    fresh.process.kill()
+                    fresh.writer.close()
+                    await asyncio.get_running_loop().run_in_executor(None, fresh.process.wait)
 
     async def _recheck_known_collections(self) -> None:
         """After an unplanned restart: count each collection ensure() has seen through its loader, rebuild

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,9 +118,14 @@ def _open_descriptors_under(path, pid: int) -> int:
     return count
 
 
+def _segment_dirs(state: Path) -> list[Path]:
+    return [entry for entry in state.rglob("*") if entry.is_dir() and len(entry.name) == 36]
+
+
 def test_dropping_collections_releases_their_files(tmp_path):
-    """Chroma's embedded frontend keeps a dropped collection's HNSW files open (chroma-core/chroma#3296);
-    the index re-opens its client after a drop so that project churn does not leak descriptors."""
+    """Chroma's embedded frontend keeps a dropped collection's HNSW files (and memory) open
+    (chroma-core/chroma#3296); the index replaces its worker process after a drop, so that project churn and
+    compactions leak neither descriptors nor memory, and the other collections stay intact."""
 
     async def main() -> None:
         index = VectorIndex(make_config(tmp_path))
@@ -129,16 +135,21 @@ def test_dropping_collections_releases_their_files(tmp_path):
             await index.query("keeper-docs", _vectors(1)[0], 1)
             pid = index.worker_pid
             baseline = _open_descriptors_under(tmp_path, pid)
+            segments = len(_segment_dirs(tmp_path))
             assert baseline > 0  # the worker, not this process, has the index open
             for round_ in range(6):
                 name = f"churn{round_}-docs"
                 await index.upsert(name, [str(i) for i in range(300)], _vectors(300, seed=round_))
                 assert len(await index.query(name, _vectors(1)[0], 3)) == 3
                 await index.drop(name)
-            assert index.worker_pid == pid
-            assert _open_descriptors_under(tmp_path, pid) <= baseline
-            assert await index.count("keeper-docs") == 1  # the other collection is intact after the re-opens
-            assert index.stats()["reopens_after_drop"] == 6
+            assert index.worker_pid != pid
+            assert _open_descriptors_under(tmp_path, index.worker_pid) <= baseline
+            assert await index.count("keeper-docs") == 1  # the other collection is intact after the recycles
+            assert await index.query("keeper-docs", _vectors(1)[0], 1)
+            stats = index.stats()
+            assert stats["worker"]["recycles"] == 6
+            assert stats["worker"]["restarts"] == 0       # planned replacements, not recoveries
+            assert len(_segment_dirs(tmp_path)) <= segments   # the dropped collections' directories went
         finally:
             await index.close()
 

@@ -213,7 +213,8 @@ def test_the_worker_gives_freed_memory_back_between_requests(tmp_path):
                 name = f"c{round_number}-docs"
                 await index.upsert(name, [str(i) for i in range(500)], unit_vectors(500, seed=round_number))
                 await asyncio.sleep(0.25)
-                await index.drop(name)                 # each drop also refreshes the worker's info
+                await index.delete(name, [str(i) for i in range(250)])
+            await index.refresh_worker_info()
             assert index.stats()["worker_malloc_trims"] >= 2, index.stats()
 
     run(scenario)
@@ -222,7 +223,8 @@ def test_the_worker_gives_freed_memory_back_between_requests(tmp_path):
         async with running(make_config(tmp_path / "off", server={"malloc_trim_interval_s": 0.0})) as index:
             await index.upsert("c-docs", ["a"], unit_vectors(1))
             await asyncio.sleep(0.25)
-            await index.drop("c-docs")
+            await index.delete("c-docs", ["a"])
+            await index.refresh_worker_info()
             assert index.stats()["worker_malloc_trims"] == 0
 
     run(disabled)
