@@ -234,11 +234,12 @@ class Episodes:
         if not rows:
             return 0
         vectors = await memory.embed.embed([row[3] for row in rows], bulk=True)
-        await memory.db.write(lambda conn: episode_rows.set_vectors(
+        present = await memory.db.write(lambda conn: episode_rows.set_vectors(
             conn, model_id, [(row[0], vectors[i]) for i, row in enumerate(rows)]))
         by_project: dict[str, list[int]] = {}
         for index, row in enumerate(rows):
-            by_project.setdefault(row[2], []).append(index)
+            if row[0] in present:   # not pruned or forgotten while it was embedded
+                by_project.setdefault(row[2], []).append(index)
         for project, indices in by_project.items():   # written by the flusher when the daemon is idle
             self.vectors.queue_upsert(project, [rows[i][1] for i in indices], vectors[indices], since=since)
         self.embedded += len(rows)

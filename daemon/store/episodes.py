@@ -112,9 +112,19 @@ def unembedded(conn: sqlite3.Connection, model_id: str, limit: int) -> list[tupl
     return rows
 
 
-def set_vectors(conn: sqlite3.Connection, model_id: str, rows: Sequence[tuple[int, np.ndarray]]) -> None:
+def set_vectors(conn: sqlite3.Connection, model_id: str, rows: Sequence[tuple[int, np.ndarray]]) -> set[int]:
+    """Store the vectors; returns the seqs whose rows still exist. An episode pruned or forgotten while it was
+    being embedded is not updated, and its vector must not reach the index either: the delete that removed
+    it from the index ran before the vector was there, so an upsert now would leave a ghost."""
     conn.executemany("UPDATE episode SET model_id = ?, vector = ? WHERE seq = ?",
                      [(model_id, vector_blob(vector), seq) for seq, vector in rows])
+    seqs = [seq for seq, _ in rows]
+    present: set[int] = set()
+    for start in range(0, len(seqs), 500):
+        part = seqs[start:start + 500]
+        present.update(row[0] for row in conn.execute(
+            f"SELECT seq FROM episode WHERE seq IN ({','.join('?' * len(part))})", part))
+    return present
 
 
 def vector_page(conn: sqlite3.Connection, project: str, model_id: str, after_seq: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from .helpers import Stack, run
@@ -34,6 +35,38 @@ def test_retention_by_age_and_count(tmp_path: Path) -> None:
             assert left == 0
             stored = sum(len(v) for v in s.vectors.collections.values())
             assert stored == 15
+
+    run(main())
+
+
+def test_an_episode_pruned_while_it_is_embedded_never_reaches_the_index(tmp_path: Path) -> None:
+    """The background indexer reads unembedded rows, embeds them (seconds on a busy Pi), then stores their
+    vectors: a row pruned in between must not come back as a ghost vector (the prune's index delete already
+    ran). CI on a loaded machine found 16 vectors for 15 episodes this way."""
+
+    async def main() -> None:
+        memory = {"retention": {"p": {"max_count": 1}}, "prune_interval_s": 3600}
+        async with Stack(tmp_path, memory=memory) as s:
+            embedding, release = asyncio.Event(), asyncio.Event()
+            real_embed = s.embed.embed
+
+            async def held_embed(texts, *, bulk=False):  # noqa: ANN001, ANN202
+                if bulk:
+                    embedding.set()
+                    await release.wait()
+                return await real_embed(texts, bulk=bulk)
+
+            s.embed.embed = held_embed
+            for n in range(3):
+                await s.call("log_episode", content=f"turn {n}", project="p", timestamp=1_700_000_000.0 + n)
+            await asyncio.wait_for(embedding.wait(), 10)          # the indexer holds the three rows
+            await s.call("prune_episodes", project="p")           # two of them go meanwhile
+            release.set()
+            await s.settle()
+            live = await s.db.read(lambda c: [row[0] for row in c.execute("SELECT id FROM episode")])
+            assert len(live) == 1
+            stored = [id_ for ids in s.vectors.collections.values() for id_ in ids]
+            assert stored == live
 
     run(main())
 
