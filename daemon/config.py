@@ -76,6 +76,10 @@ class EmbedConfig(_Section):
     # remember); bulk contexts pause between packs while it runs (docs/PERFORMANCE_TUNING.md).
     lane: bool = True
     lane_threads: NonNegInt = 0
+    # A persistent ggml thread pool for a multi-thread lane (ggml otherwise starts and joins its threads on every
+    # encode), whose threads poll lane_poll rounds (ggml's level, 0 - 100) between encodes before they sleep.
+    lane_pool: bool = True
+    lane_poll: Annotated[int, msgspec.Meta(ge=0, le=100)] = 0
     # Added to the bulk contexts' threads' nice value while there is a lane (0: the daemon's own priority), so
     # that a pack already running yields its core to a query, the event loop and the index worker.
     bulk_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10

@@ -116,6 +116,7 @@ class EmbedEngine:
         self.contexts, self.threads_per_context = pool_shape(config)
         self.lane_threads = lane_threads(config)
         self.lane_calibration: dict[str, Any] | None = None
+        self.lane_pool_poll: int | None = None   # the lane's persistent ggml pool's polling level; None: no pool
         self.lane_resized = 0            # times the lane's threads were fitted to the CPUs bulk packs leave
         self._bulk_busy = 0              # bulk packs being encoded right now
         self.bulk_nice = 0               # the bulk threads' nice value (embed.bulk_nice), once they run
@@ -204,7 +205,7 @@ class EmbedEngine:
         digest = sha256_file(path)
         self.openmp = uses_openmp()
         contexts = [self._new_context() for _ in range(self.contexts)]
-        lane = self._new_context(self.lane_threads) if self.lane_threads else None
+        lane = self._new_context(self.lane_threads, lane=True) if self.lane_threads else None
         if lane is not None:
             contexts.append(lane)
         for context in contexts:        # warm: the worst-case pack allocates every compute buffer now
@@ -258,12 +259,22 @@ class EmbedEngine:
                  self.lane_calibration["ms_by_threads"], chosen)
         return chosen
 
-    def _new_context(self, threads: int | None = None) -> Any:
+    def _new_context(self, threads: int | None = None, lane: bool = False) -> Any:
+        """A bulk context, or (``lane``) the latency lane's, with a persistent ggml thread pool where
+        ``embed.lane_pool`` asks for one (threadpool.py)."""
         from .llama import LlamaContext
 
-        return LlamaContext(self._llama_model, batch_tokens=self._batch_tokens,
-                            max_sequences=MAX_SEQUENCES_PER_BATCH, threads=threads or self.threads_per_context,
-                            flash_attn=self.config.flash_attn)
+        context = LlamaContext(self._llama_model, batch_tokens=self._batch_tokens,
+                               max_sequences=MAX_SEQUENCES_PER_BATCH, threads=threads or self.threads_per_context,
+                               flash_attn=self.config.flash_attn)
+        if lane and self.config.lane_pool and context.threads > 1:
+            from . import threadpool
+
+            pool = threadpool.make(context.threads, self.config.lane_poll)
+            if pool is not None:
+                context.use_pool(pool)
+                self.lane_pool_poll = pool.poll
+        return context
 
     async def close(self) -> None:
         for item in self._queue.close():
@@ -365,7 +376,8 @@ class EmbedEngine:
             "threads_per_context": self.threads_per_context,
             "lane": {"threads": self.lane_threads, "active": self._queue.lane, "batches": self.lane_batches,
                      "texts": self.lane_texts, "gate_waits": self._queue.gate_waits,
-                     "calibration": self.lane_calibration, "resized": self.lane_resized},
+                     "calibration": self.lane_calibration, "resized": self.lane_resized,
+                     "pool_poll": self.lane_pool_poll},
             "bulk_nice": self.bulk_nice,
             "openmp": self.openmp,
             "omp_wait_policy": self.omp_wait_policy,
@@ -476,7 +488,7 @@ class EmbedEngine:
                 failure = errors.InternalError(f"embedding failed: {exc}")
                 for item in batch:
                     item.call.fail(failure)
-                context = self._recreate(context, self.lane_threads if is_lane else None)
+                context = self._recreate(context, is_lane)
                 if context is None:
                     if is_lane:
                         self._queue.lane_gone()
@@ -508,13 +520,13 @@ class EmbedEngine:
             context.set_threads(threads)
             self.lane_resized += 1
 
-    def _recreate(self, context: Any, threads: int | None = None) -> Any:
+    def _recreate(self, context: Any, is_lane: bool = False) -> Any:
         try:
             context.close()
         except Exception:
             log.exception("closing a failed embedding context")
         try:
-            fresh = self._new_context(threads)
+            fresh = self._new_context(self.lane_threads if is_lane else None, lane=is_lane)
             self.context_restarts += 1
             return fresh
         except Exception:

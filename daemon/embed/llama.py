@@ -244,6 +244,13 @@ class LlamaContext:
         self._outputs = np.ctypeslib.as_array(self._batch.logits, shape=(batch_tokens,))
         self._seq_ptrs = [self._batch.seq_id[i] for i in range(batch_tokens)]
         self._memory = llama_cpp.llama_get_memory(self.handle)
+        self.pool: Any = None
+
+    def use_pool(self, pool: Any) -> None:
+        """Compute with ``pool`` (a ``threadpool.ThreadPool``) instead of ggml's per-encode threads; it is freed
+        with this context."""
+        pool.attach(self.handle)
+        self.pool = pool
 
     def set_threads(self, threads: int) -> None:
         """Threads of the following encodes (the context's buffers do not depend on it)."""
@@ -286,3 +293,6 @@ class LlamaContext:
             self._llama.llama_batch_free(self._batch)
             self._llama.llama_free(self.handle)
             self.handle = None
+        if self.pool is not None:   # after the context: it no longer computes with it
+            self.pool.close()
+            self.pool = None

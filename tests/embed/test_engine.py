@@ -224,6 +224,7 @@ def test_latency_lane_takes_small_calls_and_bulk_waits_for_it_boundedly(gguf_mod
             lone = np.concatenate([await engine.embed([text]) for text in texts[:3]])
             lane = engine.stats()["lane"]
             assert lane["threads"] == 2 and lane["active"] and lane["texts"] == 3
+            assert lane["pool_poll"] == 0                            # its own ggml thread pool (threadpool.py)
             assert ((lone * bulk[:3]).sum(axis=1) > 0.999).all()   # same vectors whichever context made them
 
             # Hold the lane inside its encode: a bulk call waits at the gate, then runs anyway (bounded).
@@ -246,6 +247,30 @@ def test_latency_lane_takes_small_calls_and_bulk_waits_for_it_boundedly(gguf_mod
             assert (await asyncio.wait_for(query, timeout=30)).shape == (1, 384)
         finally:
             await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_lane_pool_computes_what_ggml_own_threads_compute(gguf_models) -> None:  # noqa: ANN001
+    """A persistent ggml thread pool (embed.lane_pool) changes who runs the graph, not what it gives; a polling
+    pool works too, and a lane without one says so."""
+    texts = docstring_texts(6)
+
+    async def vectors_of(**config) -> tuple[np.ndarray, object]:  # noqa: ANN003
+        engine = await _started(gguf_models["q8_0"], lane=True, lane_threads=2, cache_entries=0, **config)
+        try:
+            rows = np.concatenate([await engine.embed([text]) for text in texts])
+            assert engine.stats()["lane"]["texts"] == len(texts)
+            return rows, engine.stats()["lane"]["pool_poll"]
+        finally:
+            await engine.close()
+
+    async def scenario() -> None:
+        plain, none = await vectors_of(lane_pool=False)
+        pooled, poll = await vectors_of(lane_pool=True, lane_poll=0)
+        polling, level = await vectors_of(lane_pool=True, lane_poll=30)
+        assert (none, poll, level) == (None, 0, 30)
+        assert ((plain * pooled).sum(axis=1) > 0.9999).all() and ((plain * polling).sum(axis=1) > 0.9999).all()
 
     asyncio.run(scenario())
 
