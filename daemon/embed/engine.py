@@ -16,7 +16,9 @@ start no new pack (waiting at most ``work_queue.LANE_GATE_MAX_S``, so a stream o
 already running finishes. ggml built with OpenMP makes the lane's threads wait for work in libgomp: its default
 spin-then-sleep made a 2-thread query cost 10x a 1-thread one as soon as the cores were busy, so the engine asks
 for passive waits (``OMP_WAIT_POLICY=passive``, set before llama.cpp is loaded, unless the environment says
-otherwise). The figures behind each choice: ``python -m pirag.daemon.embed.probe`` and
+otherwise). Built without OpenMP (the x86-64 packages), ggml would start and join the lane's threads on every
+encode; the lane has a persistent ggml thread pool instead (``embed.lane_pool``, ``threadpool.py``). The figures
+behind each choice: ``python -m pirag.daemon.embed.probe`` and
 docs/PERFORMANCE_IMPROVEMENTS.md. Without the lane (or when its context cannot be made) small calls go first in
 the bulk workers' queue, as before.
 
