@@ -47,11 +47,8 @@ class ThreadPool:
             raise RuntimeError("ggml could not create a thread pool")
 
     def attach(self, context: Any) -> None:
-        """Use this pool for ``context``'s encodes (a ``LlamaContext`` handle), until ``detach``."""
+        """Use this pool for ``context``'s encodes (a ``LlamaContext`` handle) for the context's life."""
         self._llama.llama_attach_threadpool(context, self.handle, self.handle)
-
-    def detach(self, context: Any) -> None:
-        self._llama.llama_detach_threadpool(context)
 
     def close(self) -> None:
         if self.handle:
@@ -76,8 +73,6 @@ def _libraries() -> tuple[Any, Any, Any]:
     cpu.ggml_threadpool_free.argtypes = [ctypes.c_void_p]
     llama.llama_attach_threadpool.restype = None
     llama.llama_attach_threadpool.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-    llama.llama_detach_threadpool.restype = None
-    llama.llama_detach_threadpool.argtypes = [ctypes.c_void_p]
     return base, cpu, llama
 
 

@@ -590,7 +590,7 @@ class VectorIndex:
                 if fresh is not None:   # not used: the old worker was replaced meanwhile, or open failed
                     fresh.process.kill()
                     fresh.writer.close()
-                    await asyncio.get_running_loop().run_in_executor(None, fresh.process.wait)
+                    await self._reap(fresh)
 
     async def _recheck_known_collections(self) -> None:
         """After an unplanned restart: count each collection ensure() has seen through its loader, rebuild
