@@ -6,7 +6,8 @@ Two threads in the harness's parent process (the load comes from worker processe
   ``status``), and the RSS and USS of its child processes (the vector-index worker): a Pi's cgroup
   (``MemoryMax``) charges them too, so ``total_rss_mb`` (daemon + children) is what a memory bound is judged on.
   The sum of RSS counts the shared libraries both processes map twice: an upper bound of the charge; the sum of
-  USS is its lower bound. USS and FDs need the daemon's uid (or root); without them those fields are ``None``.
+  USS is its lower bound, and the sum of PSS (shared pages divided among their mappers) the fair middle. USS,
+  PSS and FDs need the daemon's uid (or root); without them those fields are ``None``.
 - ``poll_status`` every 0.5 s over its own connection: connections, requests and errors (cumulative),
   event-loop lag, embedding queue depth and cache hits, SQLite queues, query/recall cache figures.
 
@@ -91,8 +92,11 @@ class ProcessSample:
     fds: int | None
     threads: int
     state: str
+    file_mb: float = 0.0                  # of the daemon's RSS, file-backed pages: libraries, SQLite's mmap reads
+    pss_mb: float | None = None           # proportional set size: shared pages divided among their mappers
     children_rss_mb: float = 0.0          # the daemon's child processes (the vector-index worker)
     children_uss_mb: float | None = 0.0
+    children_pss_mb: float | None = 0.0
     children: int = 0
 
     @property
@@ -100,47 +104,67 @@ class ProcessSample:
         return self.rss_mb + self.children_rss_mb
 
     @property
+    def anon_mb(self) -> float:
+        """The daemon's own heap and stacks: what grows when the daemon leaks (its file pages the kernel can
+        drop and read again)."""
+        return self.rss_mb - self.file_mb
+
+    @property
     def total_uss_mb(self) -> float | None:
         return None if self.uss_mb is None or self.children_uss_mb is None else self.uss_mb + self.children_uss_mb
 
+    @property
+    def total_pss_mb(self) -> float | None:
+        """Daemon + worker with every shared page counted once in all: the fair figure for a memory bound (the
+        sum of RSS counts a library both map twice, and a page of the database each SQLite connection's mmap
+        touched once per connection)."""
+        return None if self.pss_mb is None or self.children_pss_mb is None else self.pss_mb + self.children_pss_mb
 
-def _uss_mb(process: psutil.Process) -> float | None:
+
+def _uss_pss_mb(process: psutil.Process) -> tuple[float | None, float | None]:
+    """USS (pages only this process maps) and PSS (each page divided among the processes mapping it: what a
+    cgroup is charged for, closest), or Nones without the right to read ``smaps``."""
     try:
-        return process.memory_full_info().uss / MB
+        info = process.memory_full_info()
     except (psutil.AccessDenied, psutil.ZombieProcess):
-        return None
+        return None, None
+    return info.uss / MB, getattr(info, "pss", info.uss) / MB
 
 
-def _children(process: psutil.Process) -> tuple[float, float | None, int]:
-    """(RSS MB, USS MB or None, count) summed over the live children; one that exits meanwhile is skipped."""
-    rss, uss, count = 0.0, 0.0, 0
+def _children(process: psutil.Process) -> tuple[float, float | None, float | None, int]:
+    """(RSS MB, USS MB or None, PSS MB or None, count) summed over the live children; one that exits meanwhile
+    is skipped."""
+    rss, uss, pss, count = 0.0, 0.0, 0.0, 0
     try:
         children = process.children(recursive=True)
     except psutil.Error:
-        return 0.0, None, 0
+        return 0.0, None, None, 0
     for child in children:
         try:
             child_rss = child.memory_info().rss / MB
         except psutil.Error:
             continue
-        child_uss = _uss_mb(child)
+        child_uss, child_pss = _uss_pss_mb(child)
         rss, count = rss + child_rss, count + 1
         uss = None if uss is None or child_uss is None else uss + child_uss
-    return rss, uss, count
+        pss = None if pss is None or child_pss is None else pss + child_pss
+    return rss, uss, pss, count
 
 
 def sample_once(process: psutil.Process) -> ProcessSample:
     with process.oneshot():
-        rss = process.memory_info().rss / MB
-        uss = _uss_mb(process)
+        memory = process.memory_info()
+        rss, file_backed = memory.rss / MB, getattr(memory, "shared", 0) / MB
+        uss, pss = _uss_pss_mb(process)
         try:
             fds: int | None = process.num_fds()
         except psutil.AccessDenied:
             fds = None
         cpu, threads, state = process.cpu_percent(None), process.num_threads(), process.status()
-    children_rss, children_uss, children = _children(process)
+    children_rss, children_uss, children_pss, children = _children(process)
     return ProcessSample(t=time.monotonic(), rss_mb=rss, uss_mb=uss, cpu_pct=cpu, fds=fds, threads=threads,
-                         state=state, children_rss_mb=children_rss, children_uss_mb=children_uss, children=children)
+                         state=state, file_mb=file_backed, pss_mb=pss, children_rss_mb=children_rss,
+                         children_uss_mb=children_uss, children_pss_mb=children_pss, children=children)
 
 
 @dataclass
@@ -241,7 +265,8 @@ def resource_summary(monitor: Monitor, since: float = 0.0, until: float = float(
     status = [s for s in monitor.status_samples if since <= s["t"] <= until]
     summary: dict[str, Any] = {"samples": len(process)}
     if process:
-        for name in ("rss_mb", "uss_mb", "fds", "threads", "children_rss_mb", "total_rss_mb", "total_uss_mb"):
+        for name in ("rss_mb", "uss_mb", "fds", "threads", "children_rss_mb", "total_rss_mb", "total_uss_mb",
+                     "total_pss_mb"):
             values = [getattr(s, name) for s in process if getattr(s, name) is not None]
             if values:
                 summary[f"{name}_start"] = round(values[0], 1)

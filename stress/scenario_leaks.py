@@ -12,7 +12,8 @@ time so that a slow machine and a fast one give comparable figures.
 What is measured: the daemon process AND its children (the vector-index worker, a separate interpreter that
 holds Chroma), sampled from outside with psutil. The figures come three ways: ``rss_mb`` (the daemon alone),
 ``children_rss_mb`` (the worker) and ``total_rss_mb`` (both: what a Pi's cgroup charges; the shared libraries
-both map are counted twice, so it is an upper bound, ``total_uss_mb`` the lower one). The checks judge the
+both map are counted twice, so it is an upper bound, ``total_uss_mb`` the lower one). The daemon's RSS is also
+split into ``anon_mb`` (heap, stacks) and ``file_mb`` (libraries, SQLite's mmap reads). The checks judge the
 total: its slope, its slope's 95 % interval, and its peak against ``--max-total-rss-mb``. A long run is also cut
 into ``--window-s`` windows (900 s) with a slope and interval each, so that a 1-hour run shows whether growth
 levels off or keeps going.
@@ -75,7 +76,10 @@ def slope_ci(t: np.ndarray, ops: np.ndarray, values: list[float]) -> list[float]
     return [round(low * 10_000, 3), round(high * 10_000, 3)]
 
 
-MEMORY_SERIES = ("rss_mb", "children_rss_mb", "total_rss_mb", "uss_mb", "total_uss_mb")
+# anon_mb / file_mb split the daemon's RSS: its heap, which a leak grows, and its file-backed pages (libraries,
+# and SQLite's memory-mapped reads, which follow the database file's growth and which the kernel can drop)
+MEMORY_SERIES = ("rss_mb", "anon_mb", "file_mb", "children_rss_mb", "total_rss_mb", "uss_mb", "total_uss_mb",
+                 "total_pss_mb")
 
 
 def _ops_at(run: Run, start: float, end: float, t: np.ndarray) -> np.ndarray | None:
@@ -113,8 +117,10 @@ def windows(run: Run, start: float, end: float, warmup: float, window_s: float) 
     while begin + window_s / 2 <= end:
         part = fit(run, begin, min(end, begin + window_s), warmup)
         keep = ("ops_fitted", "fit_from_s", "rss_mb_per_10k_ops", "rss_mb_per_10k_ops_ci95",
+                "anon_mb_per_10k_ops", "anon_mb_per_10k_ops_ci95", "file_mb_per_10k_ops",
                 "children_rss_mb_per_10k_ops", "children_rss_mb_per_10k_ops_ci95", "total_rss_mb_per_10k_ops",
                 "total_rss_mb_per_10k_ops_ci95", "total_rss_mb_start_end_peak", "children_rss_mb_start_end_peak",
+                "total_pss_mb_per_10k_ops", "total_pss_mb_start_end_peak",
                 "cache_mb_fitted_start_end", "error")
         rows.append({"from_s": round(begin - run.start, 1), "to_s": round(min(end, begin + window_s) - run.start, 1),
                      **{key: part[key] for key in keep if key in part}})
@@ -136,8 +142,10 @@ def fit(run: Run, start: float, end: float, warmup: float, window_s: float = 0.0
     figures: dict[str, Any] = {"ops_fitted": int(ops_span), "samples_fitted": int(t.size),
                                "fit_from_s": round(fit_from - run.start, 1)}
     figures.update(slopes(t, ops, kept, MEMORY_SERIES + ("fds", "threads")))
-    for name in ("rss_mb", "children_rss_mb", "total_rss_mb"):
+    for name in ("rss_mb", "anon_mb", "file_mb", "children_rss_mb", "total_rss_mb", "total_pss_mb"):
         values = [getattr(s, name) for s in process]
+        if any(v is None for v in values):
+            continue
         figures[f"{name}_start_end_peak"] = [round(values[0], 1), round(values[-1], 1), round(max(values), 1)]
     figures["worker_processes"] = max(s.children for s in process)
     status = [s for s in run.monitor.status_samples if fit_from <= s["t"] <= end]
@@ -213,6 +221,9 @@ def run(run: Run, args: argparse.Namespace) -> Outcome:
                             note=f"interval {ci} MB per 10k ops" if ci else "too few samples"))
     peak = (figures.get("total_rss_mb_start_end_peak") or [None] * 3)[2]
     checks.append(Check("peak RSS MB (daemon + index worker)", peak, args.max_total_rss_mb, "<="))
+    pss_peak = (figures.get("total_pss_mb_start_end_peak") or [None] * 3)[2]
+    if pss_peak is not None:   # shared pages counted once: what a cgroup charges, nearest (not the RSS check's bound)
+        checks.append(Check("peak PSS MB (daemon + index worker)", pss_peak, args.max_total_rss_mb, "<="))
     if figures.get("fds_per_10k_ops") is not None:
         checks.append(Check("open-FD slope per 10k ops", figures["fds_per_10k_ops"], args.max_fds_per_10k, "<="))
     return Outcome(figures=figures, checks=checks)

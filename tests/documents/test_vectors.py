@@ -122,13 +122,16 @@ def _segment_dirs(state: Path) -> list[Path]:
     return [entry for entry in state.rglob("*") if entry.is_dir() and len(entry.name) == 36]
 
 
-def test_dropping_collections_releases_their_files(tmp_path):
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "stop-first"])
+def test_dropping_collections_releases_their_files(tmp_path, overlap):
     """Chroma's embedded frontend keeps a dropped collection's HNSW files (and memory) open
     (chroma-core/chroma#3296); the index replaces its worker process after a drop, so that project churn and
-    compactions leak neither descriptors nor memory, and the other collections stay intact."""
+    compactions leak neither descriptors nor memory, and the other collections stay intact. Either way of
+    replacing it: the successor started first (the default), or the old worker stopped first (a tight
+    ``MemoryMax``: never two workers at once)."""
 
     async def main() -> None:
-        index = VectorIndex(make_config(tmp_path))
+        index = VectorIndex(make_config(tmp_path, store={"vectors_recycle_overlap": overlap}))
         await index.start()
         try:
             await index.upsert("keeper-docs", ["k"], _vectors(1))
@@ -148,6 +151,7 @@ def test_dropping_collections_releases_their_files(tmp_path):
             assert await index.query("keeper-docs", _vectors(1)[0], 1)
             stats = index.stats()
             assert stats["worker"]["recycles"] == 6
+            assert stats["worker"]["recycle_overlap"] is overlap
             assert stats["worker"]["restarts"] == 0       # planned replacements, not recoveries
             assert len(_segment_dirs(tmp_path)) <= segments   # the dropped collections' directories went
         finally:
