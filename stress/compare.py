@@ -47,7 +47,7 @@ from pirag.client.protocol.documents import DocumentIn
 from . import llama_peer, peers
 from .ingest_bench import WORDS, stdlib_files
 from .compare_report import PEER_NAMES, Report, compute_ratios, print_report
-from .measure import ms, percentile
+from .measure import ms, percentile, wait_ready
 from .ping_bench import echo_vs_pirag
 
 QUICK = {"texts": 40, "collection": 200, "queries": 30, "pings": 2000, "rounds": 1, "max_seconds": 60.0}
@@ -259,6 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     socket = args.socket
 
     with Client(socket, timeout=600) as client:
+        wait_ready(client)
         status = client.status()
         embed = status.components.get("embed", {})
         model = embed.get("model", {})

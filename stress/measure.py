@@ -1,4 +1,5 @@
-"""Shared measuring tools: percentiles, a raw frame client, a timed loop and table printing."""
+"""Shared measuring tools: percentiles, a raw frame client, a timed loop, table printing and waiting for a
+daemon to be ready."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ from collections.abc import Sequence
 import msgspec
 
 HEADER = struct.Struct(">I")
+
+
+def wait_ready(client, timeout: float = 180.0) -> None:
+    """Poll ``status`` until the daemon says ``ready``: while it starts, status answers without the embed
+    figures a benchmark reads (the model, its parameters)."""
+    deadline = time.monotonic() + timeout
+    while client.status().state != "ready":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the daemon was not ready within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
