@@ -25,6 +25,7 @@ from pirag.client import Client, default_socket_path
 from pirag.client.errors import PiragError
 
 from . import plots, report
+from .measure import wait_ready
 from .monitor import Monitor, resource_summary
 from .report import Check, Sample
 from .workers import WorkerSpec, default_workers, run_workers, split_clients
@@ -135,6 +136,7 @@ class Run:
         self.out_dir = Path(args.out)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.client = Client(self.socket, timeout=max(args.timeout, 30.0))
+        wait_ready(self.client)  # a scenario started beside a fresh daemon: its ops answer `unavailable` until then
         status = self.client.status()
         hello = self.client.hello("pirag-stress")
         embed = (status.components or {}).get("embed", {})
