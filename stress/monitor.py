@@ -128,7 +128,8 @@ def _uss_pss_mb(process: psutil.Process) -> tuple[float | None, float | None]:
         info = process.memory_full_info()
     except (psutil.AccessDenied, psutil.ZombieProcess):
         return None, None
-    return info.uss / MB, getattr(info, "pss", info.uss) / MB
+    pss = getattr(info, "pss", None)   # Linux only: elsewhere None, never USS under PSS's name
+    return info.uss / MB, None if pss is None else pss / MB
 
 
 def _children(process: psutil.Process) -> tuple[float, float | None, float | None, int]:
