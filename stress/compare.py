@@ -49,6 +49,7 @@ from .ingest_bench import WORDS, stdlib_files
 from .compare_report import PEER_NAMES, Report, compute_ratios, print_report
 from .measure import ms, percentile, wait_ready
 from .ping_bench import echo_vs_pirag
+from .peer_venv import PeerUnavailable
 
 QUICK = {"texts": 40, "collection": 200, "queries": 30, "pings": 2000, "rounds": 1, "max_seconds": 60.0}
 FULL = {"texts": 80, "collection": 600, "queries": 100, "pings": 10000, "rounds": 2, "max_seconds": 150.0}
@@ -399,19 +400,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # 4. sentence-transformers on the same checkpoint
         print("[4/5] sentence-transformers, batch 64", flush=True)
-        if not (peers.module_available("torch") and peers.module_available("sentence_transformers")):
-            report.peer_skipped("sentence_transformers", "torch / sentence-transformers are not installed (an "
-                                "optional peer: pip install sentence-transformers)")
-        elif not default_model:
+        st_python = ""
+        try:
+            st_python = peers.st_python() if default_model else ""
+        except PeerUnavailable as exc:
+            report.peer_skipped("sentence_transformers", f"torch / sentence-transformers: {exc}")
+        if not default_model:
             report.peer_skipped("sentence_transformers", f"the daemon runs {model.get('model_id')!r}, not the "
                                 "embedded default: no sentence-transformers checkpoint of it here")
-        else:
+        elif st_python:
             with tempfile.TemporaryDirectory(prefix="cmp-st-", dir="/tmp") as directory:
                 try:
                     checkpoint = peers.st_checkpoint(Path(directory))
                     figures = peers.run_child("st", {"checkpoint": str(checkpoint), "threads": threads,
                                                      "warmup": warmup, "texts": tagged(texts, f"t{nonce}")},
-                                              timeout=max_s + 180)
+                                              timeout=max_s + 180, python=st_python)
                     first = figures.pop("first_vectors")
                     reference = client.embed(tagged(texts, f"t{nonce}")[:len(first)]).rows()
                     figures["cosine_vs_pirag_min"] = round(min(

@@ -5,7 +5,8 @@ that crashes (llama.cpp's AMX segfault, see FINDINGS) or hogs memory (torch) tak
 
 - ``naive``: llama-cpp-python in-process, ``Llama(embedding=True)`` with its defaults except the thread counts
   and the model parameters (the same as the daemon's, ``llama_peer``), one text per ``embed`` call;
-- ``st``: sentence-transformers on the same checkpoint, ``encode(batch_size=64)``, torch threads = the daemon's;
+- ``st``: sentence-transformers on the same checkpoint, ``encode(batch_size=64)``, torch threads = the daemon's
+  (st_peer.py, run by the Python of its own venv, ``SENTENCE_TRANSFORMERS``, unless this one has torch);
 - ``onnx``: ONNX Runtime on the torch-free ONNX export of the same checkpoint (onnx_export.py), batches of 32.
 
 And the parent-side helpers: free ports, starting/stopping server peers (llama-cpp-python's OpenAI-compatible
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from .peer_venv import PeerVenv
 
 
 # ----------------------------------------------------------------------------------------------- child workers
@@ -77,24 +80,6 @@ def _naive(request: dict[str, Any]) -> dict[str, Any]:
             "n_ctx": llm.n_ctx(), "n_batch": llm.n_batch, "threads": threads,
             "use_extra_bufts": bool(llm.model_params.use_extra_bufts),
             "truncated_by_deadline": len(latencies) < len(texts)}
-
-
-def _st(request: dict[str, Any]) -> dict[str, Any]:
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    torch.set_num_threads(int(request["threads"]))
-    started = time.perf_counter()
-    model = SentenceTransformer(request["checkpoint"], device="cpu")
-    load_s = time.perf_counter() - started
-    model.encode(request["warmup"], batch_size=64, normalize_embeddings=True)
-    texts: list[str] = request["texts"]
-    started = time.perf_counter()
-    vectors = model.encode(texts, batch_size=64, normalize_embeddings=True)
-    elapsed = time.perf_counter() - started
-    return {"load_s": round(load_s, 3), "texts": len(texts), "seconds": elapsed, "texts_per_s": len(texts) / elapsed,
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "batch_size": 64,
-            "first_vectors": [[float(x) for x in row] for row in vectors[:4]]}
 
 
 def _onnx(request: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +137,7 @@ def _onnx(request: dict[str, Any]) -> dict[str, Any]:
             "first_vectors": [[float(x) for x in row] for row in (first if first is not None else [])]}
 
 
-WORKERS = {"naive": _naive, "st": _st, "onnx": _onnx}
+WORKERS = {"naive": _naive, "onnx": _onnx}
 
 
 def child_main(argv: list[str]) -> int:
@@ -164,13 +149,28 @@ def child_main(argv: list[str]) -> int:
     return 0
 
 
-def run_child(kind: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run a child worker; returns its result, or raises RuntimeError with the reason it gave none."""
+# sentence-transformers and torch (CPU build, CONSTRAINTS) in a venv of their own: never in pirag's
+SENTENCE_TRANSFORMERS = PeerVenv("sentence-transformers", "6.3.0", "sentence-transformers==6.3.0")
+
+
+def st_python() -> str:
+    """The Python that runs the sentence-transformers peer: this one when it has torch and sentence-transformers,
+    else that of SENTENCE_TRANSFORMERS, installed now if it is not yet (raises PeerUnavailable with the reason)."""
+    if module_available("torch") and module_available("sentence_transformers"):
+        return sys.executable
+    SENTENCE_TRANSFORMERS.install()
+    return str(SENTENCE_TRANSFORMERS.python)
+
+
+def run_child(kind: str, request: dict[str, Any], timeout: float, python: str | None = None) -> dict[str, Any]:
+    """Run a child worker; returns its result, or raises RuntimeError with the reason it gave none. ``st`` runs
+    st_peer.py as a script with ``python`` (see st_python)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="peer-", dir="/tmp", delete=False) as handle:
         json.dump(request, handle)
+    command = ([python or sys.executable, str(Path(__file__).with_name("st_peer.py")), handle.name] if kind == "st"
+               else [sys.executable, "-m", "pirag.stress.peers", kind, handle.name])
     try:
-        process = subprocess.run([sys.executable, "-m", "pirag.stress.peers", kind, handle.name],
-                                 capture_output=True, text=True, timeout=timeout)
+        process = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"{kind} peer did not finish within {timeout:.0f} s") from None
     finally:

@@ -2,7 +2,7 @@
 offline, started and called (``pirag-stress compare --products`` measures them, see products.py).
 
 Each product is pinned and installed into its own virtual environment under the peers' cache directory
-(``~/.cache/pirag/peers/<name>-<version>``, see ``onnx_export.peers_cache_dir``), once; an install that fails is
+(``~/.cache/pirag/peers/<name>-<version>``, see peer_venv.py), once; an install that fails is
 returned as the reason the peer is skipped. Its embedding model (all-MiniLM-L6-v2, exported to ONNX without
 torch by onnx_export.py) is placed where the product looks for it, under a private HOME, and every download
 switch is turned off (HF_HUB_OFFLINE and the products' own). A session is what an MCP host starts: one process
@@ -16,20 +16,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .onnx_export import cached_export, peers_cache_dir, place
+from .onnx_export import cached_export, place
+from .peer_venv import PeerUnavailable, PeerVenv
 
-INSTALL_TIMEOUT_S = float(os.environ.get("PIRAG_PEERS_INSTALL_TIMEOUT", "1200"))   # per product
-# A peer that asks for torch must get the CPU build on this disk, never a CUDA build (machines/python.md).
-CONSTRAINTS = "torch==2.13.0\n"
+__all__ = ["PeerUnavailable", "Product", "PiragMcp", "products", "prepare_model"]
+
 LOCK_ERRORS = re.compile(r"database is locked|database table is locked|SQLITE_BUSY|database is busy|"
                          r"locked by another|could not obtain lock|resource temporarily unavailable", re.I)
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -37,115 +34,13 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_
                "TOKENIZERS_PARALLELISM": "false"}
 
 
-class PeerUnavailable(RuntimeError):
-    """The product cannot run here; the message is the reason shown as SKIPPED."""
-
-
-def _python_version(python: str) -> tuple[int, int] | None:
-    try:
-        out = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True,
-                             text=True, timeout=30).stdout.split()
-        return int(out[0]), int(out[1])
-    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
-        return None
-
-
-def _loads_sqlite_extensions(python: str) -> bool:
-    probe = "import sqlite3; sqlite3.connect(':memory:').enable_load_extension(True)"
-    try:
-        return subprocess.run([python, "-c", probe], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-def _interpreters() -> list[str]:
-    """Every Python on this machine worth trying for a peer venv, this one first."""
-    found = [sys.executable, "/usr/bin/python3"]
-    for name in ("python3.11", "python3.12", "python3.13"):
-        found.extend(str(p) for p in (Path("/usr/bin") / name, Path("/usr/local/bin") / name) if p.exists())
-        if shutil.which(name):
-            found.append(shutil.which(name) or "")
-    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-    if pyenv.is_dir():
-        found.extend(str(p / "bin" / "python3") for p in sorted(pyenv.iterdir()) if (p / "bin" / "python3").exists())
-    unique: list[str] = []
-    for python in found:
-        if python and os.access(python, os.X_OK) and python not in unique:
-            unique.append(python)
-    return unique
-
-
 @dataclass
-class Product(ABC):
-    """One MCP product: its pinned distribution, how to start one session, and its store/recall tools."""
+class Product(PeerVenv, ABC):
+    """One MCP product: its pinned distribution (installed by PeerVenv), how to start one session, and its
+    store/recall tools."""
 
-    name: str
-    version: str
-    requirement: str
-    minimum_python: tuple[int, int] = (3, 10)
-    needs_sqlite_extensions: bool = False
     label: str = ""
-    # extra pins for dependencies that later releases broke (installed with the product, same pip call)
-    pins: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
-
-    # ---------------------------------------------------------------------------------------- install
-
-    @property
-    def venv(self) -> Path:
-        return peers_cache_dir() / f"{self.name}-{self.version}"
-
-    @property
-    def marker(self) -> Path:
-        return self.venv / ".pirag-installed"
-
-    def pick_python(self) -> str:
-        rejected = []
-        for python in _interpreters():
-            version = _python_version(python)
-            if version is None or version < self.minimum_python:
-                rejected.append(f"{python} ({'.'.join(map(str, version)) if version else '?'})")
-                continue
-            if self.needs_sqlite_extensions and not _loads_sqlite_extensions(python):
-                rejected.append(f"{python} (no loadable SQLite extensions)")
-                continue
-            return python
-        need = f"Python >= {'.'.join(map(str, self.minimum_python))}" + (
-            " built with loadable SQLite extensions" if self.needs_sqlite_extensions else "")
-        raise PeerUnavailable(f"{self.requirement} needs {need}; none here: " + ", ".join(rejected))
-
-    def install(self, timeout: float | None = None) -> float:
-        """Install into the cache venv unless done before; returns the seconds it took (0 when cached)."""
-        timeout = INSTALL_TIMEOUT_S if timeout is None else timeout
-        wanted = " ".join((self.requirement, *self.pins))
-        if self.marker.exists() and self.marker.read_text().strip() == wanted:
-            return 0.0
-        python = self.pick_python()
-        started = time.monotonic()
-        shutil.rmtree(self.venv, ignore_errors=True)
-        self.venv.parent.mkdir(parents=True, exist_ok=True)
-        constraints = self.venv.parent / "constraints.txt"
-        constraints.write_text(CONSTRAINTS)
-        log = self.venv.parent / f"{self.name}-{self.version}.install.log"
-        steps = [[python, "-m", "venv", str(self.venv)],
-                 [str(self.venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                  "-c", str(constraints), self.requirement, *self.pins]]
-        with open(log, "w") as out:
-            for step in steps:
-                left = timeout - (time.monotonic() - started)
-                try:
-                    code = subprocess.run(step, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          timeout=max(1.0, left), env=dict(os.environ, PIP_NO_INPUT="1")).returncode
-                except subprocess.TimeoutExpired:
-                    raise PeerUnavailable(f"installing {self.requirement} took over {timeout:.0f} s "
-                                          f"(log: {log})") from None
-                if code != 0:
-                    tail = [line for line in log.read_text(errors="replace").splitlines()
-                            if line.strip() and not line.startswith("WARNING: Location")][-3:]
-                    raise PeerUnavailable(f"installing {self.requirement} failed ({' | '.join(tail)[-400:]}; "
-                                          f"log: {log})")
-        self.marker.write_text(wanted)
-        return time.monotonic() - started
 
     # ---------------------------------------------------------------------------------------- sessions
 
@@ -341,7 +236,8 @@ def prepare_model() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pirag.stress.product_peers install``: install every product now (CI does it before the tests)."""
+    """``python -m pirag.stress.product_peers install``: install every product and the sentence-transformers peer now
+    (CI does it before the tests)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv != ["install"]:
         print("usage: python -m pirag.stress.product_peers install", file=sys.stderr)
@@ -355,6 +251,14 @@ def main(argv: list[str] | None = None) -> int:
         except PeerUnavailable as exc:
             failed += 1
             print(f"{product.requirement}: NOT INSTALLED: {exc}", flush=True)
+    from .peers import SENTENCE_TRANSFORMERS     # the embedding comparison's torch peer, in its own venv too
+    try:
+        seconds = SENTENCE_TRANSFORMERS.install()
+        done = "already installed" if not seconds else f"installed in {seconds:.0f} s"
+        print(f"{SENTENCE_TRANSFORMERS.requirement}: {done} ({SENTENCE_TRANSFORMERS.venv})", flush=True)
+    except PeerUnavailable as exc:
+        failed += 1
+        print(f"{SENTENCE_TRANSFORMERS.requirement}: NOT INSTALLED: {exc}", flush=True)
     try:
         print(f"ONNX export: {prepare_model()}")
     except PeerUnavailable as exc:
