@@ -205,6 +205,22 @@ def search_timings(client: Client, project: str, queries: list[str], use_cache: 
             "p99_ms": ms(percentile(latencies, 99)), "last_cached": result.cached if latencies else None}
 
 
+def memory_timings(client: Client, project: str, texts: list[str], op: str, deadline: float) -> dict:
+    """p50/p99 of ``remember`` (each text a new fact) or ``recall`` (each text a fresh query) in ``project``:
+    every text is new to the daemon, so each call embeds it."""
+    latencies = []
+    for text in texts:
+        if time.monotonic() > deadline:
+            break
+        t0 = time.perf_counter()
+        if op == "remember":
+            client.remember(text, project=project)
+        else:
+            client.recall(text, project=project, k=8)
+        latencies.append(time.perf_counter() - t0)
+    return {"calls": len(latencies), "p50_ms": ms(percentile(latencies, 50)), "p99_ms": ms(percentile(latencies, 99))}
+
+
 async def chroma_raw_queries(port: int, collection_id: str, vectors: list[list[float]], deadline: float) -> dict:
     path = f"/api/v2/tenants/default_tenant/databases/default_database/collections/{collection_id}/query"
     connection = await peers.HttpConnection(port).connect()
@@ -503,6 +519,15 @@ def search_phase(client: Client, socket: str, report: Report, chunks: list[str],
         client.search(queries[0], project, k=8)
         data["pirag"]["search_hit"] = search_timings(client, project, [queries[0]] * len(queries), True,
                                                      time.monotonic() + max_s)
+        # remember and recall, each call embedding a short text it has not seen (issue 13's "each <= 1.3x one
+        # in-process query embedding + one Chroma query"): facts built like the queries, in a project of their own
+        facts = [f"decided to {' '.join(random.Random(i * 11 + 3).sample(WORDS, 5))} {nonce}f{i}"
+                 for i in range(sizes["queries"])]
+        data["pirag"]["remember_fresh"] = memory_timings(client, f"{project}-facts", facts, "remember",
+                                                         time.monotonic() + max_s)
+        data["pirag"]["recall_fresh"] = memory_timings(client, f"{project}-facts",
+                                                       [f"{query} r" for query in queries], "recall",
+                                                       time.monotonic() + max_s)
 
         executable = chroma or peers.chroma_executable()
         if executable is None or not os.access(executable, os.X_OK):

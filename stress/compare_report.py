@@ -8,7 +8,12 @@ from typing import Any
 from .measure import print_table
 
 TARGET_EMBED_VS_SERVER_20 = 2.0     # pirag embedding throughput >= 2x the llama-cpp-python server, 20 clients
-TARGET_SEARCH_VS_CHROMA = 3.0       # pirag search p50 (cache miss, embedding included) <= 3x Chroma's HTTP query
+# pirag search p50 (cache miss, embedding included) <= 2.5x Chroma's HTTP query with the vector given (issue 13;
+# issue 9 asked for 3x)
+TARGET_SEARCH_VS_CHROMA = 2.5
+# remember, recall and fresh-query search p50 each <= 1.3x (one in-process 2-thread query embedding, the naive
+# peer's, + one Chroma raw HTTP query): what the daemon adds beyond the two things it must do (issue 13)
+TARGET_OVER_FLOOR = 1.3
 
 
 class Report:
@@ -110,6 +115,25 @@ def compute_ratios(report: Report) -> None:
         targets["search_miss_p50_vs_chroma_http"] = {
             "target": f"<= {TARGET_SEARCH_VS_CHROMA}x", "measured": None, "met": None,
             "reason": data["peers"]["chroma_server"]["reason"]}
+    floor_ops = ("search_miss", "remember_fresh", "recall_fresh")
+    naive_query = (data["peers"]["llama_cpp_naive"]["figures"].get("query_p50_ms")
+                   if report.ok("llama_cpp_naive") else None)
+    if report.ok("chroma_server") and naive_query:
+        floor = naive_query + data["peers"]["chroma_server"]["figures"]["raw_http"]["p50_ms"]
+        ratios["floor_ms_embed_plus_chroma_query"] = round(floor, 2)
+        for op in floor_ops:
+            value = ratio((pirag.get(op) or {}).get("p50_ms"), floor)
+            ratios[f"{op}_p50_over_floor"] = value
+            targets[f"{op}_p50_vs_embed_plus_chroma_query"] = {
+                "target": f"<= {TARGET_OVER_FLOOR}x (in-process 2-thread query embedding {naive_query:.2f} ms + "
+                          f"Chroma raw HTTP query = {floor:.2f} ms)",
+                "measured": value, "met": value is not None and value <= TARGET_OVER_FLOOR}
+    else:
+        reason = (data["peers"]["chroma_server"]["reason"] if not report.ok("chroma_server")
+                  else data["peers"]["llama_cpp_naive"].get("reason") or "the naive peer gave no query p50")
+        for op in floor_ops:
+            targets[f"{op}_p50_vs_embed_plus_chroma_query"] = {"target": f"<= {TARGET_OVER_FLOOR}x",
+                                                               "measured": None, "met": None, "reason": reason}
 
 
 # ---------------------------------------------------------------------------------------------- printing
@@ -181,7 +205,7 @@ def print_report(data: dict[str, Any]) -> None:
         c = peer["chroma_server"]["figures"]
         rows.append(["search p50 ms, cache miss (embeds query)", "chroma run, raw HTTP, vector given",
                      c["raw_http"]["p50_ms"], fig(pirag.get("search_miss"), "p50_ms"),
-                     r("search_miss_p50_pirag_over_chroma_raw_http") + " (target <= 3x)"])
+                     r("search_miss_p50_pirag_over_chroma_raw_http") + f" (target <= {TARGET_SEARCH_VS_CHROMA}x)"])
         rows.append(["search p50 ms, cache miss (embeds query)", "chroma run, chromadb.HttpClient",
                      c["chromadb_http_client"]["p50_ms"], fig(pirag.get("search_miss"), "p50_ms"),
                      r("search_miss_p50_pirag_over_chromadb_client")])
@@ -194,6 +218,12 @@ def print_report(data: dict[str, Any]) -> None:
                      fig(pirag.get("search_hit"), "p50_ms"), r("search_hit_p50_pirag_over_chroma_fastest")])
         rows.append(["search p99 ms, cache miss", "chroma run, raw HTTP", c["raw_http"]["p99_ms"],
                      fig(pirag.get("search_miss"), "p99_ms"), ""])
+        floor = data["ratios"].get("floor_ms_embed_plus_chroma_query")
+        if floor:
+            for op, label in (("search_miss", "search, fresh query"), ("remember_fresh", "remember, new fact"),
+                              ("recall_fresh", "recall, fresh query")):
+                rows.append([f"{label} p50 ms", "in-process 2-thr query embed + chroma HTTP query", floor,
+                             fig(pirag.get(op), "p50_ms"), r(f"{op}_p50_over_floor") + f" (target <= {TARGET_OVER_FLOOR}x)"])
     else:
         rows.append(["search", "chroma run", "SKIPPED", "", peer["chroma_server"]["reason"]])
     if peer["echo_floor"]["status"] == "ok":
