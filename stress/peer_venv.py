@@ -98,8 +98,7 @@ class PeerVenv:
     def install(self, timeout: float | None = None) -> float:
         """Install into the cache venv unless done before; returns the seconds it took (0 when cached)."""
         timeout = INSTALL_TIMEOUT_S if timeout is None else timeout
-        wanted = " ".join((self.requirement, *self.pins))
-        if self.marker.exists() and self.marker.read_text().strip() == wanted:
+        if self.installed:
             return 0.0
         python = self.pick_python()
         started = time.monotonic()
@@ -125,12 +124,17 @@ class PeerVenv:
                             if line.strip() and not line.startswith("WARNING: Location")][-3:]
                     raise PeerUnavailable(f"installing {self.requirement} failed ({' | '.join(tail)[-400:]}; "
                                           f"log: {log})")
-        self.marker.write_text(wanted)
+        self.marker.write_text(self.wanted)
         return time.monotonic() - started
 
     @property
+    def wanted(self) -> str:
+        """What the marker records: the requirement and its pins (a changed pin reinstalls)."""
+        return " ".join((self.requirement, *self.pins))
+
+    @property
     def installed(self) -> bool:
-        return self.marker.exists() and self.marker.read_text().strip() == " ".join((self.requirement, *self.pins))
+        return self.marker.exists() and self.marker.read_text().strip() == self.wanted
 
     @property
     def python(self) -> Path:
