@@ -132,7 +132,9 @@ def run(run: Run, args: argparse.Namespace) -> Outcome:
     all_samples: list[Sample] = []
 
     def phase(label: str, clients: int, until: Any = None) -> dict[str, Any]:
-        specs = run.specs(clients, args.phase, MIX, projects=[memory_project], max_ops=1_000_000)
+        # each phase its own texts: the phase during ingestion must not be served by what the idle one cached
+        specs = run.specs(clients, args.phase, MIX, projects=[memory_project], max_ops=1_000_000,
+                          phase=len(phases) + 1)
         start, end, samples = run.traffic(specs, f"{label}, {clients} client(s)", until=until)
         all_samples.extend(samples)
         pings = [s for s in pinger.samples if start <= s[0] <= end]

@@ -63,6 +63,9 @@ class WorkerSpec:
     mode: str = "mix"                              # mix | churn
     churn_docs: int = 4
     start_at: float = 0.0                          # time.monotonic() to start at (lines workers up)
+    # a scenario comparing phases gives each its own number: new texts, queries and facts per phase, so that a
+    # later phase is not served by the caches and exact-duplicate checks the earlier one filled (0: shared)
+    phase: int = 0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -92,9 +95,9 @@ class Content:
 
     def __init__(self, spec: WorkerSpec, client_index: int, paragraphs: list[str]):
         self.spec = spec
-        self.rng = random.Random(spec.seed * 1000 + spec.worker * 100 + client_index)
+        self.rng = random.Random(spec.seed * 1000 + spec.worker * 100 + client_index + spec.phase * 1_000_003)
         self.paragraphs = paragraphs
-        self.client_id = f"{spec.tag}-w{spec.worker}c{client_index}"
+        self.client_id = f"{spec.tag}-w{spec.worker}c{client_index}" + (f"p{spec.phase}" if spec.phase else "")
         self.counter = 0
         self.popular = [" ".join(random.Random(n).sample(WORDS, 3)) for n in range(8)]
 

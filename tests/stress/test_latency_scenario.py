@@ -39,3 +39,24 @@ def test_latency_quick_against_the_real_daemon(latency_daemon: Any, tmp_path: Pa
     assert Path(report["files"]["markdown"]).read_text().startswith("# pirag-stress")
     failed = [check for check in report["checks"] if not check["passed"]]
     assert code == 0 and not failed, failed
+
+
+def test_each_phase_has_texts_of_its_own() -> None:
+    """The phase during ingestion must not replay the idle phase's queries and facts (the embedding cache and
+    the exact-duplicate check would answer them, flattering the phase compared); phase 0 keeps the old texts.
+    (A fact's paragraph may recur: it is stored as a new fact all the same, near-duplicates are only reported.)"""
+    from pirag.stress.workers import Content, WorkerSpec
+
+    paragraphs = [f"paragraph {n} " + "word " * 30 for n in range(500)]
+
+    def texts(phase: int) -> tuple[list[str], list[str]]:
+        spec = WorkerSpec(socket="s", worker=0, clients=1, duration_s=1, max_ops=10, mix={}, tag="t", phase=phase,
+                          cache_fraction=0.0)
+        content = Content(spec, 0, paragraphs)
+        return [content.query()[0] for _ in range(20)], [content.fact() for _ in range(20)]
+
+    idle, during = texts(1), texts(2)
+    assert not set(idle[0]) & set(during[0])
+    assert not set(idle[1]) & set(during[1])
+    assert texts(1) == idle                                        # reproducible
+    assert texts(0)[1][0].endswith("[t-w0c0 fact 1]")                # unchanged where phases are shared
