@@ -73,7 +73,9 @@ def run(run: Run, args: argparse.Namespace) -> Outcome:
     seed_project(run, search_project)
     sizes = [float(size) for size in args.sizes.split(",") if size]
     texts = {size: build_text(size) for size in sizes}
-    base_specs = run.specs(args.searchers, args.baseline, SEARCH_MIX, projects=[search_project], max_ops=100_000)
+    # phases 1 and 2: the searches during the ingestion are new texts, not the baseline's replayed from the caches
+    base_specs = run.specs(args.searchers, args.baseline, SEARCH_MIX, projects=[search_project], max_ops=100_000,
+                           phase=1)
     base_start, base_end, baseline = run.traffic(base_specs, "search baseline")
 
     ingests: list[dict[str, Any]] = []
@@ -109,7 +111,8 @@ def run(run: Run, args: argparse.Namespace) -> Outcome:
             done.set()
 
     thread = threading.Thread(target=ingest_all, daemon=True)
-    specs = run.specs(args.searchers, args.max_duration, SEARCH_MIX, projects=[search_project], max_ops=1_000_000)
+    specs = run.specs(args.searchers, args.max_duration, SEARCH_MIX, projects=[search_project], max_ops=1_000_000,
+                      phase=2)
     thread.start()
     start, end, during = run.traffic(specs, "ingesting " + ", ".join(f"{s:g} MB" for s in sizes), until=done.is_set)
     thread.join(timeout=args.max_duration + 60)

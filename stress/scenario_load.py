@@ -56,8 +56,9 @@ def run(run: Run, args: argparse.Namespace) -> Outcome:
         # rate depend on each client's random phase more than on the daemon
         clients = max(1, min(args.clients, int(rate)))
         per_client = rate / clients
+        # phase: each step its own texts (a step replaying the last one's would be served by its caches)
         specs = run.specs(clients, args.step_s, mix, projects=[project], rate=per_client,
-                          max_ops=int(per_client * args.step_s) + 2)
+                          max_ops=int(per_client * args.step_s) + 2, phase=len(steps) + 1)
         _, _, samples = run.traffic(specs, f"{rate:.1f} req/s offered")
         step = step_figures(samples, rate, args.step_s, clients)
         within = (step["p99_ms"] is not None and step["p99_ms"] <= args.target_p99_ms
