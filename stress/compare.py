@@ -42,11 +42,11 @@ from typing import Any
 
 from pirag.client import AsyncClient, Client
 from pirag.client.paths import default_socket_path
-from pirag.client.protocol.documents import DocumentIn
 
 from . import llama_peer, peers
 from .ingest_bench import WORDS, stdlib_files
 from .compare_report import PEER_NAMES, Report, compute_ratios, print_report
+from .compare_search import search_phase
 from .measure import ms, percentile, wait_ready
 from .ping_bench import echo_vs_pirag
 from .peer_venv import PeerUnavailable
@@ -191,53 +191,6 @@ async def server_embed_clients(port: int, texts: list[str], clients: int, deadli
 
 def echo_floor(socket: str, pings: int) -> dict[str, Any]:
     return echo_vs_pirag(socket, pings, rounds=2)  # best of two alternating rounds
-
-
-def search_timings(client: Client, project: str, queries: list[str], use_cache: bool, deadline: float) -> dict:
-    latencies = []
-    for query in queries:
-        if time.monotonic() > deadline:
-            break
-        t0 = time.perf_counter()
-        result = client.search(query, project, k=8, use_cache=use_cache)
-        latencies.append(time.perf_counter() - t0)
-    return {"queries": len(latencies), "p50_ms": ms(percentile(latencies, 50)),
-            "p99_ms": ms(percentile(latencies, 99)), "last_cached": result.cached if latencies else None}
-
-
-def memory_timings(client: Client, project: str, texts: list[str], op: str, deadline: float) -> dict:
-    """p50/p99 of ``remember`` (each text a new fact) or ``recall`` (each text a fresh query) in ``project``:
-    every text is new to the daemon, so each call embeds it."""
-    latencies = []
-    for text in texts:
-        if time.monotonic() > deadline:
-            break
-        t0 = time.perf_counter()
-        if op == "remember":
-            client.remember(text, project=project)
-        else:
-            client.recall(text, project=project, k=8)
-        latencies.append(time.perf_counter() - t0)
-    return {"calls": len(latencies), "p50_ms": ms(percentile(latencies, 50)), "p99_ms": ms(percentile(latencies, 99))}
-
-
-async def chroma_raw_queries(port: int, collection_id: str, vectors: list[list[float]], deadline: float) -> dict:
-    path = f"/api/v2/tenants/default_tenant/databases/default_database/collections/{collection_id}/query"
-    connection = await peers.HttpConnection(port).connect()
-    latencies = []
-    try:
-        for vector in vectors:
-            if time.monotonic() > deadline:
-                break
-            t0 = time.perf_counter()
-            status, body = await connection.request("POST", path, {
-                "query_embeddings": [vector], "n_results": 8, "include": ["documents", "metadatas", "distances"]})
-            latencies.append(time.perf_counter() - t0)
-            if status != 200:
-                raise RuntimeError(f"chroma query answered HTTP {status}: {body[:200]!r}")
-    finally:
-        connection.close()
-    return {"queries": len(latencies), "p50_ms": ms(percentile(latencies, 50)), "p99_ms": ms(percentile(latencies, 99))}
 
 
 # ------------------------------------------------------------------------------------------------- the run
@@ -417,14 +370,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # 4. sentence-transformers on the same checkpoint
         print("[4/5] sentence-transformers, batch 64", flush=True)
         st_python = ""
-        try:
-            st_python = peers.st_python() if default_model else ""
-        except PeerUnavailable as exc:
-            report.peer_skipped("sentence_transformers", f"torch / sentence-transformers: {exc}")
         if not default_model:
             report.peer_skipped("sentence_transformers", f"the daemon runs {model.get('model_id')!r}, not the "
                                 "embedded default: no sentence-transformers checkpoint of it here")
-        elif st_python:
+        else:
+            try:
+                st_python = peers.st_python()
+            except PeerUnavailable as exc:
+                report.peer_skipped("sentence_transformers", f"torch / sentence-transformers: {exc}")
+        if st_python:
             with tempfile.TemporaryDirectory(prefix="cmp-st-", dir="/tmp") as directory:
                 try:
                     checkpoint = peers.st_checkpoint(Path(directory))
@@ -454,7 +408,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # 3. search: pirag vs Chroma's own server on the same vectors
         print(f"[5/5] search over {sizes['collection']} chunks: pirag socket vs chroma run over HTTP", flush=True)
-        search_phase(client, socket, report, base[:sizes["collection"]], sizes, nonce, max_s, args.chroma)
+        search_phase(client, socket, report, tagged(base[:sizes["collection"]], f"c{nonce}"), sizes, nonce, max_s,
+                     args.chroma)
 
     data["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     for name in PEER_NAMES:
@@ -488,98 +443,6 @@ def onnx_peer(client: Client, report: Report, texts: list[str], warmup: list[str
         report.peer_ok("onnxruntime", figures, model_dir=str(model_dir))
     except Exception as exc:  # noqa: BLE001
         report.peer_skipped("onnxruntime", str(exc))
-
-
-def search_phase(client: Client, socket: str, report: Report, chunks: list[str], sizes: dict[str, Any],
-                 nonce: str, max_s: float, chroma: str | None) -> None:
-    data = report.data
-    project = f"compare-{nonce}"
-    texts = tagged(chunks, f"c{nonce}")
-    queries = [" ".join(random.Random(i * 7 + 1).sample(WORDS, 4)) + f" {nonce}{i}" for i in range(sizes["queries"])]
-    try:
-        # the collection's vectors, from pirag's own embed op (they warm its cache, so ingesting is cheap)
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), 64):
-            vectors.extend(client.embed(texts[start:start + 64], format="f32").rows())
-        started = time.perf_counter()
-        for start in range(0, len(texts), 100):
-            client.ingest(project, documents=[DocumentIn(source=f"chunk{start + i:05d}.txt", text=text)
-                                              for i, text in enumerate(texts[start:start + 100])])
-        ingest_s = time.perf_counter() - started
-        info = next(p for p in client.list_projects().projects if p.name == project)
-        data["pirag"]["search_collection"] = {"project_chunks": info.chunks, "ingest_s_cached_vectors":
-                                              round(ingest_s, 2)}
-        deadline = time.monotonic() + max_s
-        data["pirag"]["search_miss"] = search_timings(client, project, queries, False, deadline)
-        query_vectors = []
-        for start in range(0, len(queries), 64):
-            query_vectors.extend(client.embed(queries[start:start + 64], format="f32").rows())
-        deadline = time.monotonic() + max_s
-        data["pirag"]["search_vector_cached"] = search_timings(client, project, queries, False, deadline)
-        client.search(queries[0], project, k=8)
-        data["pirag"]["search_hit"] = search_timings(client, project, [queries[0]] * len(queries), True,
-                                                     time.monotonic() + max_s)
-        # remember and recall, each call embedding a short text it has not seen (issue 13's "each <= 1.3x one
-        # in-process query embedding + one Chroma query"): facts built like the queries, in a project of their own
-        facts = [f"decided to {' '.join(random.Random(i * 11 + 3).sample(WORDS, 5))} {nonce}f{i}"
-                 for i in range(sizes["queries"])]
-        data["pirag"]["remember_fresh"] = memory_timings(client, f"{project}-facts", facts, "remember",
-                                                         time.monotonic() + max_s)
-        data["pirag"]["recall_fresh"] = memory_timings(client, f"{project}-facts",
-                                                       [f"{query} r" for query in queries], "recall",
-                                                       time.monotonic() + max_s)
-
-        executable = chroma or peers.chroma_executable()
-        if executable is None or not os.access(executable, os.X_OK):
-            report.peer_skipped("chroma_server", "the chroma command (from chromadb) is not installed"
-                                + (f": {executable} is not an executable" if executable else ""))
-            return
-        if not peers.module_available("chromadb"):
-            report.peer_skipped("chroma_server", "chromadb is not installed")
-            return
-        with tempfile.TemporaryDirectory(prefix="cmp-chroma-", dir="/tmp") as directory:
-            port = peers.free_port()
-            argv = [executable, "run", "--path", str(Path(directory) / "data"), "--host", "127.0.0.1",
-                    "--port", str(port)]
-            try:
-                with peers.ServerPeer("chroma_server", argv, port, "/api/v2/heartbeat", Path(directory), 60) as peer:
-                    import chromadb
-                    from chromadb.config import Settings
-
-                    remote = chromadb.HttpClient(host="127.0.0.1", port=port,
-                                                 settings=Settings(anonymized_telemetry=False))
-                    collection = remote.create_collection("compare", metadata={"hnsw:space": "cosine"})
-                    batch = min(5000, remote.get_max_batch_size())
-                    for start in range(0, len(texts), batch):
-                        collection.add(ids=[f"c{i}" for i in range(start, min(len(texts), start + batch))],
-                                       embeddings=vectors[start:start + batch], documents=texts[start:start + batch],
-                                       metadatas=[{"source": f"chunk{i:05d}.txt"}
-                                                  for i in range(start, min(len(texts), start + batch))])
-                    for vector in query_vectors[:5]:
-                        collection.query(query_embeddings=[vector], n_results=8)
-                    raw = asyncio.run(chroma_raw_queries(port, str(collection.id), query_vectors,
-                                                         time.monotonic() + max_s))
-                    latencies = []
-                    deadline = time.monotonic() + max_s
-                    for vector in query_vectors:
-                        if time.monotonic() > deadline:
-                            break
-                        t0 = time.perf_counter()
-                        collection.query(query_embeddings=[vector], n_results=8,
-                                         include=["documents", "metadatas", "distances"])
-                        latencies.append(time.perf_counter() - t0)
-                    official = {"queries": len(latencies), "p50_ms": ms(percentile(latencies, 50)),
-                                "p99_ms": ms(percentile(latencies, 99))}
-                    report.peer_ok("chroma_server", {"raw_http": raw, "chromadb_http_client": official,
-                                                     "collection_count": collection.count()},
-                                   argv=" ".join(argv[1:]), start_s=round(peer.start_s, 2))
-            except Exception as exc:  # noqa: BLE001
-                report.peer_skipped("chroma_server", str(exc))
-    finally:
-        try:
-            client.drop_project(project)
-        except Exception:  # noqa: BLE001 - the project may not exist if ingestion failed first
-            pass
 
 
 def main(argv: list[str] | None = None) -> int:
