@@ -46,10 +46,16 @@ class ServerConfig(_Section):
     # Seconds between malloc_trim(0) calls that give freed heap memory back to the kernel (glibc keeps it per
     # thread arena otherwise, and the RSS ratchets up under a mixed load); 0 disables them.
     malloc_trim_interval_s: NonNegFloat = 60.0
+    # At most this many glibc malloc arenas in the daemon and in the index worker (MALLOC_ARENA_MAX); 0: glibc's
+    # default of 8 per core, each keeping its own free memory (daemon/memtrim.py). Read at start only.
+    malloc_arena_max: NonNegInt = 2
     # Python's GIL switch interval (sys.setswitchinterval), ms. A thread that wants the GIL waits up to this long
     # for one running Python code (chunking, tokenizing, SQLite rows) to hand it over: the event loop's lag
     # during an ingestion. Python's default is 5 ms (docs/PERFORMANCE_TUNING.md).
     gil_switch_interval_ms: Annotated[float, msgspec.Meta(ge=0.1, le=100.0)] = 1.0
+    # Freeze the objects alive once the daemon is ready (gc.freeze): the garbage collector's full collections then
+    # no longer walk start-up's objects, and stop the event loop for far less (daemon/gcpause.py).
+    gc_freeze: bool = True
 
 
 class LogConfig(_Section):

@@ -7,6 +7,11 @@ grow: on 2026-12-01 a 300 s `memory-leaks` run grew the RSS by 117 MB, of which 
 returned 74 MB at once (docs/DURABILITY.md, "Memory stays bounded"). Trimming walks the arenas and releases
 whole free pages (``madvise``), costing a few milliseconds; it runs on a worker thread (ctypes releases the GIL),
 never on the event loop. On a C library without ``malloc_trim`` (musl) this module does nothing. A leaf module.
+
+``limit_arenas(n)`` caps the arenas themselves (glibc's ``mallopt(M_ARENA_MAX)``, what ``MALLOC_ARENA_MAX``
+sets): glibc's default is 8 per core, and every arena keeps its own free memory and its own fragmentation, so
+a daemon of ~20 threads holds more than it uses. It is called first thing in ``pirag serve`` and in the index
+worker, before their threads exist (an arena made already stays); ``server.malloc_arena_max``, 0: glibc's own.
 """
 
 from __future__ import annotations
@@ -33,6 +38,47 @@ def _load() -> Callable[[int], int] | None:
 
 _malloc_trim = _load()
 available = _malloc_trim is not None
+M_ARENA_MAX = -8   # malloc.h
+
+
+def limit_arenas(count: int) -> bool:
+    """At most ``count`` malloc arenas from now on (0: leave glibc's default); True when glibc took it."""
+    name = ctypes.util.find_library("c") if count > 0 else None
+    if not name:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, count))
+
+
+def arena_count() -> int | None:
+    """How many malloc arenas this process has (glibc's ``malloc_info``), None where it cannot be read."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        libc.open_memstream.restype = ctypes.c_void_p
+        libc.open_memstream.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_size_t)]
+        libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        libc.fclose.argtypes = [ctypes.c_void_p]
+        libc.free.argtypes = [ctypes.c_void_p]
+    except (OSError, AttributeError):
+        return None
+    buffer, size = ctypes.c_char_p(), ctypes.c_size_t()
+    stream = libc.open_memstream(ctypes.byref(buffer), ctypes.byref(size))
+    if not stream:
+        return None
+    try:
+        failed = libc.malloc_info(0, stream)
+    finally:
+        libc.fclose(stream)
+    text = ctypes.string_at(buffer, size.value) if buffer.value is not None else b""
+    libc.free(ctypes.cast(buffer, ctypes.c_void_p))
+    return None if failed else text.count(b"<heap nr=")
 
 
 def trim() -> bool:

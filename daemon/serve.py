@@ -23,6 +23,8 @@ def serve(config_path: str | None, socket: str | None, state_dir: str | None) ->
         print(f"pirag: config error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log.level)
+    from . import memtrim
+    memtrim.limit_arenas(config.server.malloc_arena_max)   # before any thread exists (memtrim.py)
     sys.setswitchinterval(config.server.gil_switch_interval_ms / 1000.0)
     # A watchdog kill (SIGABRT) or a crash in native code then leaves the Python stacks in the journal.
     faulthandler.enable()

@@ -34,6 +34,7 @@ from pirag.client.protocol.core import HelloResult, LatencySummary, PingResult, 
 from pirag.client.version import __version__
 
 from . import memtrim, systemd
+from .gcpause import GcMonitor
 from .metrics import rss_bytes
 from .app import App, RequestContext
 from .config import RELOADABLE, Config, ConfigError, load_config, summary
@@ -104,6 +105,7 @@ class Server:
         self.log = log
         self.heap_tracer: Any = None  # heapdebug.HeapTracer when PIRAG_TRACEMALLOC is set (leak hunts)
         self.malloc_trims = 0
+        self.gc = GcMonitor()
         self._trimming: asyncio.Future[bool] | None = None
         self._last_trim = time.monotonic()
         self._pong = PingResult()
@@ -118,6 +120,7 @@ class Server:
     async def run(self, components: list[Any]) -> int:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self._loop_exception)
+        self.gc.install()
         self._bind()
         assert self.endpoint is not None
         # create_unix_server(sock=...) calls listen() again, with backlog=100 unless told: pass ours, or a burst
@@ -140,6 +143,8 @@ class Server:
         if self._stop.is_set():  # SIGTERM arrived while the components were starting
             await self._shutdown()
             return 0
+        if self.config.server.gc_freeze:  # start-up's objects out of every later collection's walk (gcpause.py)
+            log.info("garbage collector: %d start-up objects frozen", self.gc.freeze())
         self.ready = True
         self.notifier.ready(self._status_line())
         log.info("ready in %.2f s", time.time() - self.started_at)
@@ -180,6 +185,7 @@ class Server:
             time.sleep(seconds)  # deliberately blocks the loop: the watchdog test needs a stalled loop
 
     async def _shutdown(self) -> None:
+        self.gc.uninstall()
         if self._server is not None:
             self._server.close()  # stop accepting
         deadline = time.monotonic() + self.config.server.shutdown_timeout_s
@@ -412,11 +418,13 @@ class Server:
         lag = self.metrics.lag.summary()
         components = self.app.stats()
         components["memtrim"] = {"available": memtrim.available, "trims": self.malloc_trims,
+                                 "arenas": memtrim.arena_count(), "arena_max": self.config.server.malloc_arena_max,
                                  "interval_s": self.config.server.malloc_trim_interval_s}
         components["server"] = {"ready": self.ready, "starting": None if self.ready else self.starting_message,
                                 "unexpected_loop_errors": len(self._unexpected),
                                 "tasks": len(asyncio.all_tasks())}
         components["mcp"] = self.mcp.stats()
+        components["gc"] = self.gc.stats()
         return StatusResult(
             version=__version__, protocol=PROTOCOL_VERSION, pid=os.getpid(),
             uptime_s=round(time.time() - self.started_at, 3), connections=len(self.connections),

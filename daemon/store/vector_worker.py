@@ -402,12 +402,14 @@ def main(argv: list[str] | None = None) -> int:
     from ..log import setup_logging
 
     setup_logging(options.log_level)
+    settings = json.loads(options.settings)
+    memtrim.limit_arenas(int(settings.get("arena_max", 0)))   # before Chroma's threads exist (memtrim.py)
     # Imported before the first request: a worker started to replace a running one (``VectorIndex._recycle``)
     # does its slow part while the old one still serves.
     import chromadb  # noqa: F401
 
     sock = socket.socket(fileno=options.fd)
-    host = ChromaHost(json.loads(options.settings))
+    host = ChromaHost(settings)
     try:
         serve(sock, host)
     except (BrokenPipeError, ConnectionResetError):

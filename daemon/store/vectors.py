@@ -332,7 +332,8 @@ class VectorIndex:
         store = self.config.store
         return json.dumps({"backend": self.backend, "path": str(self.path), "host": store.chroma_host,
                            "port": store.chroma_port,
-                           "trim_interval_s": self.config.server.malloc_trim_interval_s})
+                           "trim_interval_s": self.config.server.malloc_trim_interval_s,
+                           "arena_max": self.config.server.malloc_arena_max})
 
     def _after_restart(self) -> None:
         """After an unplanned restart of the worker: the known collections are checked again, in the background."""

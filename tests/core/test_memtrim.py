@@ -54,3 +54,49 @@ def test_daemon_trims_periodically(daemon_factory: Any) -> None:
     handle = daemon_factory("trim", {"embed": {"model": "fake"}, "server": {"malloc_trim_interval_s": 0.3}})
     with handle.client() as client:
         wait_until(lambda: client.status().components["memtrim"]["trims"] >= 3, timeout=20)
+
+
+ARENAS = """
+import sys
+import threading
+from pirag.daemon import memtrim
+
+memtrim.limit_arenas(int(sys.argv[1]))
+together = threading.Barrier(8)
+
+
+def allocate():
+    together.wait()   # all 8 allocate at once: glibc gives a contended thread an arena of its own
+    blocks = [bytearray(100) for _ in range(20_000)]
+    together.wait()
+    del blocks
+
+
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(memtrim.arena_count())
+"""
+
+
+def arenas_with_limit(limit: int) -> int:
+    return int(subprocess.run([sys.executable, "-c", ARENAS, str(limit)], capture_output=True, text=True,
+                              check=True, timeout=120).stdout.strip())
+
+
+def test_arena_limit_caps_the_arenas_of_concurrent_threads() -> None:
+    assert arenas_with_limit(0) > 2        # glibc's default: contended threads get arenas of their own
+    assert arenas_with_limit(2) <= 2
+
+
+def test_daemon_runs_with_its_arena_limit(daemon_factory: Any) -> None:
+    handle = daemon_factory("arenas", {"embed": {"model": "fake"}})
+    with handle.client() as client:
+        for number in range(20):   # requests on several threads (readers, writer, embedding)
+            client.remember(f"arena fact {number}", project="arenas")
+            client.recall(f"arena {number}", project="arenas")
+        figures = client.status().components["memtrim"]
+    assert figures["arena_max"] == 2
+    assert 1 <= figures["arenas"] <= 2, figures
