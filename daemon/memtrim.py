@@ -19,65 +19,59 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
 
 log = logging.getLogger("pirag.memtrim")
 
 
-def _load() -> Callable[[int], int] | None:
+@lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
-    if not name:
-        return None
     try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
+        return ctypes.CDLL(name) if name else None
+    except OSError:
         return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
 
 
-_malloc_trim = _load()
+def _function(name: str, argtypes: list[Any], restype: Any) -> Any:
+    """``name`` from the C library with its signature set, or None (not glibc: musl has no malloc_trim)."""
+    function = getattr(_libc(), name, None)
+    if function is not None:
+        function.argtypes, function.restype = argtypes, restype
+    return function
+
+
+_malloc_trim = _function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
 available = _malloc_trim is not None
 M_ARENA_MAX = -8   # malloc.h
 
 
 def limit_arenas(count: int) -> bool:
     """At most ``count`` malloc arenas from now on (0: leave glibc's default); True when glibc took it."""
-    name = ctypes.util.find_library("c") if count > 0 else None
-    if not name:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_ARENA_MAX, count))
+    mallopt = _function("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int) if count > 0 else None
+    return bool(mallopt(M_ARENA_MAX, count)) if mallopt is not None else False
 
 
 def arena_count() -> int | None:
     """How many malloc arenas this process has (glibc's ``malloc_info``), None where it cannot be read."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
-    try:
-        libc = ctypes.CDLL(name)
-        libc.open_memstream.restype = ctypes.c_void_p
-        libc.open_memstream.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_size_t)]
-        libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
-        libc.fclose.argtypes = [ctypes.c_void_p]
-        libc.free.argtypes = [ctypes.c_void_p]
-    except (OSError, AttributeError):
+    open_memstream = _function("open_memstream", [ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_size_t)],
+                               ctypes.c_void_p)
+    malloc_info = _function("malloc_info", [ctypes.c_int, ctypes.c_void_p], ctypes.c_int)
+    fclose = _function("fclose", [ctypes.c_void_p], ctypes.c_int)
+    free = _function("free", [ctypes.c_void_p], None)
+    if None in (open_memstream, malloc_info, fclose, free):
         return None
     buffer, size = ctypes.c_char_p(), ctypes.c_size_t()
-    stream = libc.open_memstream(ctypes.byref(buffer), ctypes.byref(size))
+    stream = open_memstream(ctypes.byref(buffer), ctypes.byref(size))
     if not stream:
         return None
     try:
-        failed = libc.malloc_info(0, stream)
+        failed = malloc_info(0, stream)
     finally:
-        libc.fclose(stream)
+        fclose(stream)   # writes the buffer's final address and size
     text = ctypes.string_at(buffer, size.value) if buffer.value is not None else b""
-    libc.free(ctypes.cast(buffer, ctypes.c_void_p))
+    free(ctypes.cast(buffer, ctypes.c_void_p))
     return None if failed else text.count(b"<heap nr=")
 
 
