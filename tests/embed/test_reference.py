@@ -13,6 +13,7 @@ import pytest
 
 from pirag.daemon.config import EmbedConfig
 from pirag.daemon.embed.engine import EmbedEngine
+from pirag.stress.peers import SENTENCE_TRANSFORMERS, module_available, run_child
 
 from .texts import EMPTY_TEXTS, docstring_texts, long_text
 
@@ -66,10 +67,25 @@ def test_empty_and_whitespace_embed_as_the_empty_sequence(reference, gguf_models
     assert float(vectors[0] @ vectors[1]) > 0.99999 and float(vectors[0] @ vectors[2]) > 0.99999
 
 
+def sentence_transformers_vectors(checkpoint, texts: list[str]) -> np.ndarray:  # noqa: ANN001
+    """sentence-transformers' vectors for ``texts``: in this process when it has torch, else in the venv that
+    `python -m pirag.stress.product_peers install` (.ci/run) makes for the peer of `pirag-stress compare`."""
+    if module_available("torch") and module_available("sentence_transformers"):
+        import sentence_transformers
+
+        model = sentence_transformers.SentenceTransformer(str(checkpoint), device="cpu")
+        return model.encode(texts, normalize_embeddings=True)
+    if not SENTENCE_TRANSFORMERS.installed:
+        pytest.skip("sentence-transformers is neither importable here nor installed in its peer venv "
+                    f"({SENTENCE_TRANSFORMERS.venv}; python -m pirag.stress.product_peers install)")
+    figures = run_child("st", {"checkpoint": str(checkpoint), "threads": 2, "warmup": texts[:1], "texts": texts,
+                               "keep": len(texts)}, timeout=600, python=str(SENTENCE_TRANSFORMERS.python))
+    return np.asarray(figures["first_vectors"], dtype=np.float32)
+
+
 def test_reference_agrees_with_sentence_transformers(minilm_checkpoint, reference) -> None:  # noqa: ANN001
-    """Checks the checker: only when torch + sentence-transformers happen to be installed (an optional extra)."""
-    st = pytest.importorskip("sentence_transformers")
+    """Checks the checker against sentence-transformers itself (torch in this venv, or the peer's venv)."""
     texts = docstring_texts(4) + [long_text(), ""]
-    model = st.SentenceTransformer(str(minilm_checkpoint), device="cpu")
-    theirs = model.encode(texts, normalize_embeddings=True)
+    theirs = sentence_transformers_vectors(minilm_checkpoint, texts)
+    assert theirs.shape == (len(texts), 384)
     assert ((theirs * reference.embed(texts)).sum(axis=1) >= 0.9999).all()
