@@ -69,6 +69,7 @@ class GcMonitor:
             entry: dict[str, Any] = {"collections": self._counts[generation],
                                      "max_ms": round(self._worst[generation] * 1000, 3)}
             if ordered:
+                entry["last_ms"] = round(self._pauses[generation][-1] * 1000, 3)
                 entry["recent_p50_ms"] = quantile_ms(ordered, 0.5)
                 entry["recent_p99_ms"] = quantile_ms(ordered, 0.99)
             figures[f"gen{generation}"] = entry

@@ -21,6 +21,7 @@ def test_monitor_times_collections_per_generation() -> None:
     assert figures["gen2"]["collections"] >= 2
     assert figures["gen2"]["max_ms"] > 0
     assert figures["gen2"]["recent_p50_ms"] <= figures["gen2"]["max_ms"]
+    assert 0 < figures["gen2"]["last_ms"] <= figures["gen2"]["max_ms"]
     assert figures["gen0"]["collections"] >= 1
     gc.collect(2)   # uninstalled: no longer counted
     assert monitor.stats()["gen2"]["collections"] == figures["gen2"]["collections"]
