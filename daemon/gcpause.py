@@ -32,7 +32,6 @@ class GcMonitor:
         self._counts = [0, 0, 0]
         self._worst = [0.0, 0.0, 0.0]
         self._started: float | None = None
-        self.frozen = 0
 
     def install(self) -> None:
         if self._callback not in gc.callbacks:
@@ -58,8 +57,7 @@ class GcMonitor:
         """Collect once, then freeze everything alive (``gc.freeze``); returns the frozen object count."""
         gc.collect()
         gc.freeze()
-        self.frozen = gc.get_freeze_count()
-        return self.frozen
+        return gc.get_freeze_count()
 
     def stats(self) -> dict[str, Any]:
         figures: dict[str, Any] = {"frozen_objects": gc.get_freeze_count(), "tracked_counts": list(gc.get_count()),

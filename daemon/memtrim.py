@@ -53,15 +53,23 @@ def limit_arenas(count: int) -> bool:
     return bool(mallopt(M_ARENA_MAX, count)) if mallopt is not None else False
 
 
+@lru_cache(maxsize=1)
+def _malloc_info_functions() -> tuple[Any, ...] | None:
+    """open_memstream, malloc_info, fclose and free, looked up once (``status`` reads the arenas every call)."""
+    functions = (_function("open_memstream", [ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_size_t)],
+                           ctypes.c_void_p),
+                 _function("malloc_info", [ctypes.c_int, ctypes.c_void_p], ctypes.c_int),
+                 _function("fclose", [ctypes.c_void_p], ctypes.c_int),
+                 _function("free", [ctypes.c_void_p], None))
+    return None if None in functions else functions
+
+
 def arena_count() -> int | None:
     """How many malloc arenas this process has (glibc's ``malloc_info``), None where it cannot be read."""
-    open_memstream = _function("open_memstream", [ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_size_t)],
-                               ctypes.c_void_p)
-    malloc_info = _function("malloc_info", [ctypes.c_int, ctypes.c_void_p], ctypes.c_int)
-    fclose = _function("fclose", [ctypes.c_void_p], ctypes.c_int)
-    free = _function("free", [ctypes.c_void_p], None)
-    if None in (open_memstream, malloc_info, fclose, free):
+    functions = _malloc_info_functions()
+    if functions is None:
         return None
+    open_memstream, malloc_info, fclose, free = functions
     buffer, size = ctypes.c_char_p(), ctypes.c_size_t()
     stream = open_memstream(ctypes.byref(buffer), ctypes.byref(size))
     if not stream:
