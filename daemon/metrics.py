@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections import Counter, deque
 
-RECENT_TICKS = 40    # the loop ticks every 0.25 s: the last ~10 s
+from pirag.client.protocol.core import LAG_BUCKETS_MS
+
+# The lag probe wakes every LAG_PROBE_S: often enough that a 20-s benchmark phase has ~1,000 samples, so its p99 is
+# a p99 and not its maximum (a 0.25-s tick gave 80). RECENT_SAMPLES covers the last ~10 s.
+LAG_PROBE_S = 0.02
+RECENT_SAMPLES = 500
 
 
 def quantile_ms(ordered: list[float], q: float) -> float:
@@ -14,25 +20,33 @@ def quantile_ms(ordered: list[float], q: float) -> float:
 
 
 class LagSampler:
-    """The loop's lag: how late a periodic tick wakes up. A blocked loop shows as a large lag."""
+    """The loop's lag: how late a periodic probe wakes up. A blocked loop shows as a large lag.
 
-    def __init__(self, window: int = 2048):
+    Besides the recent window it keeps counts per bucket since start (``LAG_BUCKETS_MS``, never reset): a
+    benchmark subtracts two readings and has the distribution of exactly its phase (``lag_quantile_ms``).
+    """
+
+    def __init__(self, window: int = 3000):
         self._samples: deque[float] = deque(maxlen=window)
+        self.histogram = [0] * (len(LAG_BUCKETS_MS) + 1)    # the last bucket: above the highest bound
 
     def add(self, lag_s: float) -> None:
-        self._samples.append(max(lag_s, 0.0))
+        lag_s = max(lag_s, 0.0)
+        self._samples.append(lag_s)
+        self.histogram[bisect_left(LAG_BUCKETS_MS, lag_s * 1000)] += 1
 
     def summary(self) -> dict[str, float | int]:
         if not self._samples:
-            return {"p50_ms": 0.0, "p99_ms": 0.0, "samples": 0}
+            return {"p50_ms": 0.0, "p99_ms": 0.0, "samples": 0, "histogram": list(self.histogram)}
         ordered = sorted(self._samples)
-        recent = sorted(list(self._samples)[-RECENT_TICKS:])
+        recent = sorted(list(self._samples)[-RECENT_SAMPLES:])
         return {
             "p50_ms": quantile_ms(ordered, 0.5),
             "p99_ms": quantile_ms(ordered, 0.99),
             "samples": len(ordered),
             "recent_p99_ms": quantile_ms(recent, 0.99),
             "max_ms": round(ordered[-1] * 1000, 3),
+            "histogram": list(self.histogram),
         }
 
 

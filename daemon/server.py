@@ -35,14 +35,13 @@ from pirag.client.version import __version__
 
 from . import memtrim, systemd
 from .gcpause import GcMonitor
-from .metrics import rss_bytes
+from .metrics import LAG_PROBE_S, Metrics, rss_bytes
 from .app import App, RequestContext
 from .config import RELOADABLE, Config, ConfigError, load_config, summary
 from .connection import Connection
 from .endpoint import Endpoint, adopt_endpoint, bind_endpoint
 from .log import RequestLog, metric_line, set_level
 from .mcp.sessions import McpSessions
-from .metrics import Metrics
 
 log = logging.getLogger("pirag.server")
 
@@ -101,6 +100,7 @@ class Server:
         self._stop = asyncio.Event()
         self._reload_requested = False
         self._tick_task: asyncio.Task[None] | None = None
+        self._probe_task: asyncio.Task[None] | None = None
         self._unexpected: list[BaseException] = []
         self.log = log
         self.heap_tracer: Any = None  # heapdebug.HeapTracer when PIRAG_TRACEMALLOC is set (leak hunts)
@@ -131,6 +131,7 @@ class Server:
                  PROTOCOL_VERSION, __version__)
         self._install_signals()
         self._tick_task = asyncio.create_task(self._tick())
+        self._probe_task = asyncio.create_task(self._probe_lag())
         if not systemd.memory_cgroup_available():
             log.warning("the memory cgroup controller is not enabled: MemoryHigh/MemoryMax limits are ignored "
                         "(on a Raspberry Pi add cgroup_enable=memory to /boot/firmware/cmdline.txt)")
@@ -200,8 +201,9 @@ class Server:
             connection.close()
         await self.mcp.close()
         await self.app.close()
-        if self._tick_task is not None:
-            self._tick_task.cancel()
+        for task in (self._tick_task, self._probe_task):
+            if task is not None:
+                task.cancel()
         if self.endpoint is not None:
             self.endpoint.close()
         self.request_log.flush()
@@ -232,14 +234,19 @@ class Server:
 
     # ----- periodic work -----------------------------------------------------------------------------------
 
+    async def _probe_lag(self) -> None:
+        """How late the loop wakes: anything that holds it (a slow callback, the GIL elsewhere) shows here."""
+        while True:
+            expected = time.perf_counter() + LAG_PROBE_S  # perf_counter: uvloop's loop.time() has 1 ms steps
+            await asyncio.sleep(LAG_PROBE_S)
+            self.metrics.lag.add(time.perf_counter() - expected)
+
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         watchdog = self.notifier.watchdog_interval()
         last_ping = last_status = last_metrics = loop.time()
         while True:
-            expected = time.perf_counter() + TICK_S  # perf_counter: uvloop's loop.time() has 1 ms steps
             await asyncio.sleep(TICK_S)
-            self.metrics.lag.add(time.perf_counter() - expected)
             now = loop.time()
             self.request_log.flush()
             self._check_timeouts()

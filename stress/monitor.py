@@ -53,6 +53,7 @@ def status_figures(status: Any) -> dict[str, Any]:
         "loop_lag_p50_ms": status.loop_lag.p50_ms,
         "loop_lag_p99_ms": status.loop_lag.p99_ms,
         "loop_lag_recent_p99_ms": getattr(status.loop_lag, "recent_p99_ms", 0.0),
+        "loop_lag_histogram": list(getattr(status.loop_lag, "histogram", []) or []),
         "rss_mb": status.rss_bytes / MB,
         "embed_queue": _get(components, "embed", "queue_depth", default=0),
         "embed_pending": _get(components, "embed", "pending_calls", default=0),

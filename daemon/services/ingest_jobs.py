@@ -15,6 +15,7 @@ Both live on the event loop (no locks of their own).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,9 @@ from dataclasses import dataclass, field
 MAX_RUNNING_JOBS = 2
 MAX_WAIT_S = 60.0
 UNKNOWN_SIZE = 1 << 62
+SLOW_TURN_S = 1.0
+
+log = logging.getLogger("pirag.ingest")
 
 
 @dataclass
@@ -99,8 +103,12 @@ class ProjectTurns:
     async def short(self, lock: asyncio.Lock, project: str) -> AsyncIterator[None]:
         """Hold ``project``'s lock for a short ingestion, asking a long one that holds it to step aside."""
         self._waiting[project] = self._waiting.get(project, 0) + 1
+        started = time.monotonic()
         try:
             await lock.acquire()
+            waited = time.monotonic() - started
+            if waited >= SLOW_TURN_S:   # how long a long ingestion took to step aside: the fairness figure
+                log.info("a short ingestion into %s waited %.2f s for a long one to step aside", project, waited)
         finally:
             self._waiting[project] -= 1
             if not self._waiting[project]:

@@ -122,7 +122,8 @@ def test_cli_exit_codes_and_json(daemon: DaemonHandle, short_tmp: Path) -> None:
     for key in ("version", "uptime_s", "pid", "connections", "requests_by_op", "errors_by_code", "loop_lag",
                 "rss_bytes", "config"):
         assert key in status
-    assert {"p50_ms", "p99_ms"} <= set(status["loop_lag"])
+    assert {"p50_ms", "p99_ms", "histogram"} <= set(status["loop_lag"])
+    assert sum(status["loop_lag"]["histogram"]) == status["loop_lag"]["samples"] > 0   # the probe runs
     human = subprocess.run([PIRAG, "status", "--socket", str(daemon.socket)], capture_output=True, text=True)
     assert human.returncode == 0 and "loop lag" in human.stdout
     down = subprocess.run([PIRAG, "ping", "--socket", str(short_tmp / "none.sock")], capture_output=True, text=True)

@@ -31,6 +31,8 @@ def test_latency_quick_against_the_real_daemon(latency_daemon: Any, tmp_path: Pa
         assert set(phase["ops"]) == set(scenario_latency.OPS), phase["ops"]
         assert all(op["count"] > 0 and op["p99_ms"] >= op["p50_ms"] > 0 for op in phase["ops"].values())
         assert phase["ping"]["count"] > 0 and phase["loop_lag"]["samples"] > 0
+        lag = phase["loop_lag"]                  # the phase's own samples, from two histogram readings
+        assert lag["max_bucket_ms"] >= lag["p99_ms"] >= lag["p50_ms"] > 0, lag
     assert figures["ingest"]["chunks"] > 0 and figures["ingest"]["vs_pure_embedding"] > 0
     assert figures["one_file_ingest"]["error"] == "" and figures["one_file_ingest"]["while_ingesting"]
     floor = figures["floor"]
